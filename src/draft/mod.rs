@@ -1,0 +1,76 @@
+//! Drafters: cheap proposers of the target's next tokens.
+
+mod ngram;
+
+pub use ngram::{NgramConfig, NgramDrafter};
+
+use crate::sampling::Dist;
+use crate::target::Token;
+
+/// A proposed continuation. `q[i]` is the drafter's distribution for `tokens[i]` (after
+/// the same sampling transform as the target's) — `None` means a point mass on the token,
+/// as for drafters that have no distribution (n-gram). `confidence[i]` in [0, 1] feeds
+/// length policies.
+#[derive(Debug, Clone, Default)]
+pub struct Draft {
+    pub tokens: Vec<Token>,
+    pub q: Vec<Option<Dist>>,
+    pub confidence: Vec<f32>,
+}
+
+impl Draft {
+    pub fn clear(&mut self) {
+        self.tokens.clear();
+        self.q.clear();
+        self.confidence.clear();
+    }
+
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+        self.q.truncate(n);
+        self.confidence.truncate(n);
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Add a token proposed with certainty (no distribution).
+    pub fn push_point(&mut self, t: Token) {
+        self.tokens.push(t);
+        self.q.push(None);
+        self.confidence.push(1.0);
+    }
+}
+
+/// The drafter lifecycle, as in llama.cpp's `common_speculative` (begin / draft / accept).
+pub trait Drafter: Send {
+    /// A short name for stats ("none", "ngram", …).
+    fn name(&self) -> &str;
+
+    /// A new request starts with this prompt.
+    fn begin(&mut self, _prompt: &[Token]) {}
+
+    /// Propose up to `max` tokens to follow `history` (prompt + everything generated so
+    /// far, including the token about to be verified). Write into `out` (already cleared).
+    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft);
+
+    /// The last draft's first `n_accepted` tokens were kept.
+    fn accept(&mut self, _n_accepted: usize) {}
+}
+
+/// No drafting: plain autoregressive decoding through the same engine (the baseline).
+#[derive(Debug, Default)]
+pub struct NoDrafter;
+
+impl Drafter for NoDrafter {
+    fn name(&self) -> &str {
+        "none"
+    }
+
+    fn draft(&mut self, _history: &[Token], _max: usize, _out: &mut Draft) {}
+}

