@@ -15,7 +15,7 @@ fn main() {
         let path = models::resolve(name).unwrap();
         for repack in [true, false] {
             let m = Arc::new(Model::load(&path, &ModelParams { repack }).unwrap());
-            let mut ctx = Context::new(m.clone(), &ContextParams { n_ctx: 1024, n_threads: 2, n_batch: 512 }).unwrap();
+            let mut ctx = Context::new(m.clone(), &ContextParams { n_ctx: 1024, n_threads: std::env::var("THREADS").map(|t| t.parse().unwrap()).unwrap_or(2), n_batch: 512, flash_attn: std::env::var("FA").ok().map(|v| v == "1") }).unwrap();
             let prompt = m.tokenize("The history of the printing press begins in", true, false).unwrap();
             ctx.decode(&prompt, 0, Outputs::Last).unwrap();
             let mut toks = vec![argmax(ctx.logits(0))];
@@ -27,9 +27,28 @@ fn main() {
                 toks.push(argmax(ctx.logits(0)));
             }
             let per_tok = t0.elapsed().as_secs_f64() / 32.0;
+            // Determinism: the same single-token decodes again.
+            ctx.truncate(prompt.len()).unwrap();
+            let mut again = 0f32;
+            for i in 0..32 {
+                ctx.decode(&toks[i..i + 1], prompt.len() + i, Outputs::Last).unwrap();
+                again = again.max(ctx.logits(0).iter().zip(&single[i]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
+            }
+            // And the same 8-token batch twice.
+            ctx.truncate(prompt.len()).unwrap();
+            ctx.decode(&toks[..8], prompt.len(), Outputs::All).unwrap();
+            let b1: Vec<Vec<f32>> = (0..8).map(|i| ctx.logits(i).to_vec()).collect();
+            ctx.truncate(prompt.len()).unwrap();
+            ctx.decode(&toks[..8], prompt.len(), Outputs::All).unwrap();
+            let mut bagain = 0f32;
+            for i in 0..8 {
+                bagain = bagain.max(ctx.logits(i).iter().zip(&b1[i]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
+            }
+            let mx = single.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+            println!("{name} repack={repack}: single-vs-single {again:e}, batch-vs-batch {bagain:e}, max |logit| {mx}");
             let mut worst = 0f32;
             let mut flips = 0;
-            for k in [4usize, 8, 16, 32] {
+            for k in [2usize, 3, 4, 5, 6, 7, 8, 16] {
                 ctx.truncate(prompt.len()).unwrap();
                 let tb = Instant::now();
                 ctx.decode(&toks[..k], prompt.len(), Outputs::All).unwrap();

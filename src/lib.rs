@@ -7,6 +7,7 @@
 //! - [`models`]: the model manifest and fetching models from PyPI wheels.
 //! - [`session`]: a loaded model ready to generate (what the CLI and embedders use).
 
+pub mod bench;
 pub mod draft;
 pub mod engine;
 pub mod models;

@@ -31,6 +31,37 @@ enum Cmd {
     },
     /// List the manifest's models and whether they are fetched.
     Models,
+    /// Benchmark drafters side by side (interleaved runs, medians, output checked).
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// GGUF path or manifest name.
+    #[arg(short = 'm', long)]
+    model: String,
+    /// Prompt suite (JSONL: {"id", "category", "prompt", "raw"}).
+    #[arg(long, default_value = "bench/prompts/foundation.jsonl")]
+    prompts: std::path::PathBuf,
+    /// Comma-separated configurations: Tandem drafters (none, ngram) and llama.cpp's own
+    /// loop as llama:none, llama:ngram-simple, llama:ngram-mod, llama:ngram-map-k, llama:ngram-cache.
+    #[arg(long, default_value = "none,ngram")]
+    drafters: String,
+    /// Tokens generated per run.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 128)]
+    max_tokens: usize,
+    /// Repetitions of every configuration (interleaved).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    #[arg(long, default_value_t = 8)]
+    draft_max: usize,
+    #[arg(short = 't', long, default_value_t = 2)]
+    threads: i32,
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    ctx_size: u32,
+    /// Write every figure as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -122,6 +153,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
+        Cmd::Bench(a) => bench(a),
         Cmd::Models => {
             let dir = models::models_dir();
             for m in models::manifest().models {
@@ -183,6 +215,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
             n_ctx: a.ctx_size,
             n_threads: a.threads.unwrap_or_else(tandem::target::default_threads),
             n_batch: n_batch.min(a.ctx_size),
+            flash_attn: None,
         },
         model_params: ModelParams { repack: !a.exact },
     };
@@ -235,6 +268,96 @@ fn generate(a: GenerateArgs) -> Result<()> {
             s.verify.as_secs_f64() * 1e3,
             s.overhead.as_secs_f64() * 1e3,
         );
+    }
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    use tandem::bench::*;
+    if a.reps == 0 || a.max_tokens == 0 || !(1..=MAX_DRAFT).contains(&a.draft_max) {
+        bail!("--reps and --max-tokens must be positive, --draft-max in 1..={MAX_DRAFT}");
+    }
+    let prompts = load_prompts(&a.prompts).map_err(anyhow::Error::msg)?;
+    if prompts.is_empty() {
+        bail!("{}: no prompts", a.prompts.display());
+    }
+    let mut configs = vec![BenchConfig::Tandem(DraftSpec::None)];
+    for c in a.drafters.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let c = BenchConfig::parse(c).map_err(anyhow::Error::msg)?;
+        if !configs.contains(&c) {
+            configs.push(c);
+        }
+    }
+    let cfg = SessionConfig {
+        model: a.model.clone(),
+        context: ContextParams {
+            n_ctx: a.ctx_size,
+            n_threads: a.threads,
+            n_batch: 512.max(a.draft_max as u32 + 1),
+            flash_attn: None,
+        },
+        model_params: ModelParams::default(),
+    };
+    let mut session = Session::open(&cfg)?;
+    let ngram = NgramConfig::default();
+    let bar = indicatif::ProgressBar::new((prompts.len() * a.reps * configs.len()) as u64);
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for p in &prompts {
+        let toks = session.prompt_tokens(&p.prompt, p.raw)?;
+        let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); configs.len()];
+        let mut identical = vec![true; configs.len()];
+        let mut reference: Option<Vec<tandem::target::Token>> = None;
+        for _ in 0..a.reps {
+            for (ci, c) in configs.iter().enumerate() {
+                bar.set_message(format!("{} {}", p.id, c.label()));
+                let (out, r) = run_one(&mut session, c, &toks, a.max_tokens, a.draft_max, &ngram)?;
+                match &reference {
+                    None => reference = Some(out),
+                    Some(rf) => identical[ci] &= *rf == out,
+                }
+                runs[ci].push(r);
+                bar.inc(1);
+            }
+        }
+        let base = median(&runs[0].iter().map(|r| r.tok_per_s).collect::<Vec<_>>());
+        let sums: Vec<Summary> =
+            configs.iter().zip(&runs).zip(&identical).map(|((c, r), &id)| summarize(&c.label(), r, base, id)).collect();
+        json_rows.push(serde_json::json!({"id": p.id, "category": p.category, "summaries": sums, "runs": runs.iter().zip(&configs).map(|(r, c)| (c.label(), r)).collect::<Vec<_>>()}));
+        rows.push((p.category.clone(), p.id.clone(), sums));
+    }
+    bar.finish_and_clear();
+
+    let labels: Vec<String> = configs.iter().map(|c| c.label()).collect();
+    println!("model: {} | {} tokens, greedy, {} threads, draft-max {}, {} reps (medians)\n", session.model.description(), a.max_tokens, a.threads, a.draft_max, a.reps);
+    println!("| prompt | category | {} |", labels.iter().map(|l| format!("{l} tok/s (speedup, acc, tok/step)")).collect::<Vec<_>>().join(" | "));
+    println!("|---|---|{}", "---|".repeat(labels.len()));
+    for (cat, id, sums) in &rows {
+        let cells: Vec<String> = sums
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:.1} ({:.2}x, {:.0}%, {:.2}){}",
+                    s.median_tok_per_s,
+                    s.speedup,
+                    100.0 * s.acceptance,
+                    s.tokens_per_step,
+                    if s.identical { "" } else { " DIFFERS" }
+                )
+            })
+            .collect();
+        println!("| {id} | {cat} | {} |", cells.join(" | "));
+    }
+    let cats = per_category(&rows.iter().map(|(c, _, s)| (c.clone(), s.clone())).collect::<Vec<_>>());
+    println!("\n| category | {} |", labels.join(" | "));
+    println!("|---|{}", "---|".repeat(labels.len()));
+    for (cat, m) in &cats {
+        let cells: Vec<String> = labels.iter().map(|l| format!("{:.2}x", m.get(l).copied().unwrap_or(0.0))).collect();
+        println!("| {cat} | {} |", cells.join(" | "));
+    }
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({"model": session.model.description(), "max_tokens": a.max_tokens, "threads": a.threads, "draft_max": a.draft_max, "reps": a.reps, "prompts": json_rows, "categories": cats});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

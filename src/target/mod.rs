@@ -6,10 +6,12 @@
 
 mod backend;
 mod context;
+mod llama_spec;
 mod model;
 
 pub use backend::init_backend;
-pub use context::{Context, ContextParams};
+pub use context::{Context, ContextParams, Outputs, default_threads};
+pub use llama_spec::{LlamaSpecStats, llama_spec_generate};
 pub use model::{Model, ModelParams};
 
 /// A token id in the target's vocabulary.
@@ -40,6 +42,8 @@ pub enum TargetError {
     Tokenize(String),
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    #[error("llama.cpp speculative decoding: {0}")]
+    LlamaSpec(String),
     #[error("path is not valid UTF-8 / contains NUL: {0}")]
     BadPath(String),
 }

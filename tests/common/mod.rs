@@ -42,7 +42,7 @@ pub fn model(name: &str, repack: bool) -> Arc<Model> {
 }
 
 pub fn context(model: &Arc<Model>, n_ctx: u32) -> Context {
-    Context::new(model.clone(), &ContextParams { n_ctx, n_threads: 2, n_batch: 512 }).expect("context")
+    Context::new(model.clone(), &ContextParams { n_ctx, n_threads: 2, n_batch: 512, flash_attn: None }).expect("context")
 }
 
 pub fn prompt_tokens(model: &Model, prompt: &str) -> Vec<Token> {

@@ -1,0 +1,72 @@
+//! llama.cpp's own speculative decoding (its `common_speculative` n-gram modes), run on a
+//! Tandem context through `cpp/llama_spec.cpp`. The benchmark baseline: same binary, same
+//! build flags, same llama.cpp version.
+
+use std::ffi::{CString, c_char};
+
+use super::{Context, Result, TargetError, Token};
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LlamaSpecStats {
+    pub n_generated: i32,
+    pub n_rounds: i32,
+    pub n_drafted: i32,
+    pub n_accepted: i32,
+    pub t_prefill_s: f64,
+    pub t_draft_s: f64,
+    pub t_verify_s: f64,
+    pub t_total_s: f64,
+}
+
+unsafe extern "C" {
+    fn tandem_llama_spec_generate(
+        ctx: *mut llama_cpp_sys_2::llama_context,
+        prompt: *const i32,
+        n_prompt: i32,
+        n_predict: i32,
+        spec_types: *const c_char,
+        draft_max: i32,
+        out_tokens: *mut i32,
+        stats: *mut LlamaSpecStats,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+}
+
+/// Greedy generation with llama.cpp's speculative loop. `spec_types` is "none" or
+/// llama.cpp's names ("ngram-simple", "ngram-mod", "ngram-map-k", "ngram-cache", comma-separated).
+pub fn llama_spec_generate(
+    ctx: &mut Context,
+    prompt: &[Token],
+    n_predict: usize,
+    spec_types: &str,
+    draft_max: usize,
+) -> Result<(Vec<Token>, LlamaSpecStats)> {
+    let types = CString::new(spec_types).map_err(|_| TargetError::Tokenize("NUL in spec type".into()))?;
+    let mut out = vec![0 as Token; n_predict.max(1)];
+    let mut stats = LlamaSpecStats::default();
+    let mut err = vec![0u8; 512];
+    // SAFETY: ctx is a live context we hold mutably; prompt/out/stats/err are valid for the
+    // lengths passed; the shim catches C++ exceptions and writes at most n_predict tokens.
+    let rc = unsafe {
+        tandem_llama_spec_generate(
+            ctx.raw(),
+            prompt.as_ptr(),
+            prompt.len() as i32,
+            n_predict as i32,
+            types.as_ptr(),
+            draft_max as i32,
+            out.as_mut_ptr(),
+            &mut stats,
+            err.as_mut_ptr() as *mut c_char,
+            err.len(),
+        )
+    };
+    if rc != 0 {
+        let n = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+        return Err(TargetError::LlamaSpec(String::from_utf8_lossy(&err[..n]).into_owned()));
+    }
+    out.truncate(stats.n_generated.max(0) as usize);
+    Ok((out, stats))
+}
