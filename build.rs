@@ -7,14 +7,23 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-changed=cpp/llama_spec.cpp");
     println!("cargo:rerun-if-env-changed=DEP_LLAMA_GGML_CMAKE_DIR");
-    let cmake_dir = std::env::var("DEP_LLAMA_GGML_CMAKE_DIR").expect("llama-cpp-sys-2 exports its cmake dir");
+    let cmake_dir =
+        std::env::var("DEP_LLAMA_GGML_CMAKE_DIR").expect("llama-cpp-sys-2 exports its cmake dir");
     // $OUT/lib/cmake -> $OUT
-    let out = Path::new(&cmake_dir).parent().and_then(Path::parent).expect("sys OUT dir");
-    let cache = std::fs::read_to_string(out.join("build/CMakeCache.txt")).expect("llama.cpp CMakeCache.txt");
+    let out = Path::new(&cmake_dir)
+        .parent()
+        .and_then(Path::parent)
+        .expect("sys OUT dir");
+    let cache = std::fs::read_to_string(out.join("build/CMakeCache.txt"))
+        .expect("llama.cpp CMakeCache.txt");
     let src: PathBuf = cache
         .lines()
         .find_map(|l| l.strip_prefix("llama.cpp_SOURCE_DIR:STATIC="))
-        .or_else(|| cache.lines().find_map(|l| l.strip_prefix("CMAKE_HOME_DIRECTORY:INTERNAL=")))
+        .or_else(|| {
+            cache
+                .lines()
+                .find_map(|l| l.strip_prefix("CMAKE_HOME_DIRECTORY:INTERNAL="))
+        })
         .expect("llama.cpp source dir in CMakeCache.txt")
         .into();
     cc::Build::new()

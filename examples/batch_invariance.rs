@@ -10,19 +10,37 @@ use tandem::target::{Context, ContextParams, Model, ModelParams, Outputs};
 
 fn main() {
     let names: Vec<String> = std::env::args().skip(1).collect();
-    let names = if names.is_empty() { vec!["smollm2-135m".into(), "gemma3-270m".into()] } else { names };
+    let names = if names.is_empty() {
+        vec!["smollm2-135m".into(), "gemma3-270m".into()]
+    } else {
+        names
+    };
     for name in &names {
         let path = models::resolve(name).unwrap();
         for repack in [true, false] {
             let m = Arc::new(Model::load(&path, &ModelParams { repack }).unwrap());
-            let mut ctx = Context::new(m.clone(), &ContextParams { n_ctx: 1024, n_threads: std::env::var("THREADS").map(|t| t.parse().unwrap()).unwrap_or(2), n_batch: 512, flash_attn: std::env::var("FA").ok().map(|v| v == "1") }).unwrap();
-            let prompt = m.tokenize("The history of the printing press begins in", true, false).unwrap();
+            let mut ctx = Context::new(
+                m.clone(),
+                &ContextParams {
+                    n_ctx: 1024,
+                    n_threads: std::env::var("THREADS")
+                        .map(|t| t.parse().unwrap())
+                        .unwrap_or(2),
+                    n_batch: 512,
+                    flash_attn: std::env::var("FA").ok().map(|v| v == "1"),
+                },
+            )
+            .unwrap();
+            let prompt = m
+                .tokenize("The history of the printing press begins in", true, false)
+                .unwrap();
             ctx.decode(&prompt, 0, Outputs::Last).unwrap();
             let mut toks = vec![argmax(ctx.logits(0))];
             let mut single = Vec::new();
             let t0 = Instant::now();
             for i in 0..32 {
-                ctx.decode(&toks[i..i + 1], prompt.len() + i, Outputs::Last).unwrap();
+                ctx.decode(&toks[i..i + 1], prompt.len() + i, Outputs::Last)
+                    .unwrap();
                 single.push(ctx.logits(0).to_vec());
                 toks.push(argmax(ctx.logits(0)));
             }
@@ -31,8 +49,15 @@ fn main() {
             ctx.truncate(prompt.len()).unwrap();
             let mut again = 0f32;
             for i in 0..32 {
-                ctx.decode(&toks[i..i + 1], prompt.len() + i, Outputs::Last).unwrap();
-                again = again.max(ctx.logits(0).iter().zip(&single[i]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
+                ctx.decode(&toks[i..i + 1], prompt.len() + i, Outputs::Last)
+                    .unwrap();
+                again = again.max(
+                    ctx.logits(0)
+                        .iter()
+                        .zip(&single[i])
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max),
+                );
             }
             // And the same 8-token batch twice.
             ctx.truncate(prompt.len()).unwrap();
@@ -42,10 +67,18 @@ fn main() {
             ctx.decode(&toks[..8], prompt.len(), Outputs::All).unwrap();
             let mut bagain = 0f32;
             for i in 0..8 {
-                bagain = bagain.max(ctx.logits(i).iter().zip(&b1[i]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
+                bagain = bagain.max(
+                    ctx.logits(i)
+                        .iter()
+                        .zip(&b1[i])
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max),
+                );
             }
             let mx = single.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
-            println!("{name} repack={repack}: single-vs-single {again:e}, batch-vs-batch {bagain:e}, max |logit| {mx}");
+            println!(
+                "{name} repack={repack}: single-vs-single {again:e}, batch-vs-batch {bagain:e}, max |logit| {mx}"
+            );
             let mut worst = 0f32;
             let mut flips = 0;
             for k in [2usize, 3, 4, 5, 6, 7, 8, 16] {
@@ -56,15 +89,26 @@ fn main() {
                 let mut d = 0f32;
                 for (i, s) in single.iter().take(k).enumerate() {
                     let row = ctx.logits(i);
-                    d = d.max(row.iter().zip(s).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
+                    d = d.max(
+                        row.iter()
+                            .zip(s)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f32::max),
+                    );
                     if argmax(row) != argmax(s) {
                         flips += 1;
                     }
                 }
                 worst = worst.max(d);
-                println!("{name} repack={repack} k={k}: max|diff|={d:e} batch cost={:.2}x single", bt / per_tok);
+                println!(
+                    "{name} repack={repack} k={k}: max|diff|={d:e} batch cost={:.2}x single",
+                    bt / per_tok
+                );
             }
-            println!("{name} repack={repack}: single token {:.1} ms, max|diff| {worst:e}, argmax flips {flips}", per_tok * 1e3);
+            println!(
+                "{name} repack={repack}: single token {:.1} ms, max|diff| {worst:e}, argmax flips {flips}",
+                per_tok * 1e3
+            );
         }
     }
 }

@@ -24,7 +24,9 @@ pub fn load_prompts(path: &std::path::Path) -> Result<Vec<BenchPrompt>, String> 
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+        })
         .collect()
 }
 
@@ -81,7 +83,14 @@ pub fn run_one(
                 s => s.clone(),
             };
             let mut d = spec.build();
-            let ecfg = EngineConfig { draft_max: if spec == DraftSpec::None { 0 } else { draft_max }, ..Default::default() };
+            let ecfg = EngineConfig {
+                draft_max: if spec == DraftSpec::None {
+                    0
+                } else {
+                    draft_max
+                },
+                ..Default::default()
+            };
             let g = session.generate(prompt, n, d.as_mut(), &ecfg, &mut |_| true)?;
             let s = &g.stats;
             let gen_s = (s.total - s.prefill).as_secs_f64();
@@ -102,7 +111,11 @@ pub fn run_one(
             let gen_s = s.t_total_s - s.t_prefill_s;
             let r = RunResult {
                 tokens: s.n_generated as usize,
-                tok_per_s: if gen_s > 0.0 { s.n_generated as f64 / gen_s } else { 0.0 },
+                tok_per_s: if gen_s > 0.0 {
+                    s.n_generated as f64 / gen_s
+                } else {
+                    0.0
+                },
                 rounds: s.n_rounds as usize,
                 drafted: s.n_drafted as usize,
                 accepted: s.n_accepted as usize,
@@ -121,7 +134,11 @@ pub fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 /// Per-configuration summary of one prompt's repetitions.
@@ -138,18 +155,40 @@ pub struct Summary {
     pub identical: bool,
 }
 
-pub fn summarize(config: &str, runs: &[RunResult], baseline_tok_per_s: f64, identical: bool) -> Summary {
+pub fn summarize(
+    config: &str,
+    runs: &[RunResult],
+    baseline_tok_per_s: f64,
+    identical: bool,
+) -> Summary {
     let tps: Vec<f64> = runs.iter().map(|r| r.tok_per_s).collect();
     let med = median(&tps);
     let (tok, rounds, drafted, acc) = runs.iter().fold((0, 0, 0, 0), |a, r| {
-        (a.0 + r.tokens, a.1 + r.rounds, a.2 + r.drafted, a.3 + r.accepted)
+        (
+            a.0 + r.tokens,
+            a.1 + r.rounds,
+            a.2 + r.drafted,
+            a.3 + r.accepted,
+        )
     });
     Summary {
         config: config.to_string(),
         median_tok_per_s: med,
-        speedup: if baseline_tok_per_s > 0.0 { med / baseline_tok_per_s } else { 0.0 },
-        tokens_per_step: if rounds > 0 { tok as f64 / rounds as f64 } else { 0.0 },
-        acceptance: if drafted > 0 { acc as f64 / drafted as f64 } else { 0.0 },
+        speedup: if baseline_tok_per_s > 0.0 {
+            med / baseline_tok_per_s
+        } else {
+            0.0
+        },
+        tokens_per_step: if rounds > 0 {
+            tok as f64 / rounds as f64
+        } else {
+            0.0
+        },
+        acceptance: if drafted > 0 {
+            acc as f64 / drafted as f64
+        } else {
+            0.0
+        },
         identical,
     }
 }
@@ -159,7 +198,11 @@ pub fn per_category(rows: &[(String, Vec<Summary>)]) -> BTreeMap<String, BTreeMa
     let mut acc: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
     for (cat, sums) in rows {
         for s in sums {
-            acc.entry(cat.clone()).or_default().entry(s.config.clone()).or_default().push(s.speedup);
+            acc.entry(cat.clone())
+                .or_default()
+                .entry(s.config.clone())
+                .or_default()
+                .push(s.speedup);
         }
     }
     acc.into_iter()
@@ -172,7 +215,16 @@ mod tests {
     use super::*;
 
     fn run(tps: f64, tokens: usize, rounds: usize, drafted: usize, accepted: usize) -> RunResult {
-        RunResult { tokens, tok_per_s: tps, rounds, drafted, accepted, draft_s: 0.0, verify_s: 0.0, gen_s: 1.0 }
+        RunResult {
+            tokens,
+            tok_per_s: tps,
+            rounds,
+            drafted,
+            accepted,
+            draft_s: 0.0,
+            verify_s: 0.0,
+            gen_s: 1.0,
+        }
     }
 
     #[test]
@@ -184,7 +236,11 @@ mod tests {
 
     #[test]
     fn summary_ratios_and_acceptance() {
-        let runs = [run(10.0, 100, 50, 80, 50), run(30.0, 100, 50, 80, 50), run(20.0, 100, 50, 80, 50)];
+        let runs = [
+            run(10.0, 100, 50, 80, 50),
+            run(30.0, 100, 50, 80, 50),
+            run(20.0, 100, 50, 80, 50),
+        ];
         let s = summarize("ngram", &runs, 10.0, true);
         assert_eq!(s.median_tok_per_s, 20.0);
         assert_eq!(s.speedup, 2.0);
@@ -215,8 +271,14 @@ mod tests {
 
     #[test]
     fn configs_parse() {
-        assert_eq!(BenchConfig::parse("llama:ngram-mod").unwrap(), BenchConfig::Llama("ngram-mod".into()));
-        assert_eq!(BenchConfig::parse("none").unwrap(), BenchConfig::Tandem(DraftSpec::None));
+        assert_eq!(
+            BenchConfig::parse("llama:ngram-mod").unwrap(),
+            BenchConfig::Llama("ngram-mod".into())
+        );
+        assert_eq!(
+            BenchConfig::parse("none").unwrap(),
+            BenchConfig::Tandem(DraftSpec::None)
+        );
         assert!(BenchConfig::parse("bogus").is_err());
     }
 }

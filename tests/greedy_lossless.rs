@@ -40,7 +40,12 @@ fn check_model(name: &str, exact: bool, exact_batch: usize, eps: f32) {
     let _guard = exclusive();
     let m = model(name, !exact);
     let mut ctx = context(&m, 2048);
-    let base_cfg = EngineConfig { draft_max: 0, check_kv: true, record_margins: true, ..EngineConfig::default() };
+    let base_cfg = EngineConfig {
+        draft_max: 0,
+        check_kv: true,
+        record_margins: true,
+        ..EngineConfig::default()
+    };
     let mut divergences = Vec::new();
     let mut runs = 0;
     let mut accepted = 0;
@@ -48,28 +53,60 @@ fn check_model(name: &str, exact: bool, exact_batch: usize, eps: f32) {
         let toks = prompt_tokens(&m, prompt);
         let base = run(&mut ctx, &mut NoDrafter, &toks, N_TOKENS, &base_cfg);
         assert!(!base.tokens.is_empty());
-        let mut candidates: Vec<(String, EngineConfig, Box<dyn tandem::draft::Drafter>)> = Vec::new();
-        let replay_k = if exact_batch > 1 && exact_batch < 9 { exact_batch - 1 } else { 8 };
+        let mut candidates: Vec<(String, EngineConfig, Box<dyn tandem::draft::Drafter>)> =
+            Vec::new();
+        let replay_k = if exact_batch > 1 && exact_batch < 9 {
+            exact_batch - 1
+        } else {
+            8
+        };
         for k in DRAFT_LENGTHS {
-            let cfg = EngineConfig { draft_max: k, check_kv: true, ..EngineConfig::default() };
+            let cfg = EngineConfig {
+                draft_max: k,
+                check_kv: true,
+                ..EngineConfig::default()
+            };
             let d = NgramDrafter::new(NgramConfig { n_max: 4, n_min: 1 });
             candidates.push((format!("ngram k={k}"), cfg, Box::new(d)));
         }
         // Replaying the reference exercises full acceptance and rejection at a chosen
         // position on every prompt, not only where n-grams happen to match.
         for corrupt in [None, Some(0), Some(replay_k - 1)] {
-            let cfg = EngineConfig { draft_max: replay_k, check_kv: true, ..EngineConfig::default() };
-            let d = ReplayDrafter { reference: base.tokens.clone(), prompt_len: toks.len(), corrupt_at: corrupt };
-            candidates.push((format!("replay k={replay_k} corrupt={corrupt:?}"), cfg, Box::new(d)));
+            let cfg = EngineConfig {
+                draft_max: replay_k,
+                check_kv: true,
+                ..EngineConfig::default()
+            };
+            let d = ReplayDrafter {
+                reference: base.tokens.clone(),
+                prompt_len: toks.len(),
+                corrupt_at: corrupt,
+            };
+            candidates.push((
+                format!("replay k={replay_k} corrupt={corrupt:?}"),
+                cfg,
+                Box::new(d),
+            ));
         }
         for (label, cfg, mut d) in candidates {
             let spec = run(&mut ctx, d.as_mut(), &toks, N_TOKENS, &cfg);
             runs += 1;
             accepted += spec.stats.accepted;
             if spec.tokens != base.tokens {
-                let at = spec.tokens.iter().zip(&base.tokens).take_while(|(a, b)| a == b).count();
+                let at = spec
+                    .tokens
+                    .iter()
+                    .zip(&base.tokens)
+                    .take_while(|(a, b)| a == b)
+                    .count();
                 let margin = base.margins.get(at).copied().unwrap_or(f32::INFINITY);
-                divergences.push(Divergence { prompt: pi, drafter: label, batch: cfg.draft_max + 1, at, margin });
+                divergences.push(Divergence {
+                    prompt: pi,
+                    drafter: label,
+                    batch: cfg.draft_max + 1,
+                    at,
+                    margin,
+                });
             } else {
                 assert_eq!(spec.stop, base.stop);
             }
@@ -79,12 +116,22 @@ fn check_model(name: &str, exact: bool, exact_batch: usize, eps: f32) {
         "{name} (exact={exact}): {runs} speculative runs, {accepted} draft tokens accepted, {} diverged: {divergences:?}",
         divergences.len()
     );
-    assert!(accepted > 0, "the drafters must actually get tokens accepted");
+    assert!(
+        accepted > 0,
+        "the drafters must actually get tokens accepted"
+    );
     let worst = divergences.iter().map(|d| d.margin).fold(0f32, f32::max);
     eprintln!("{name} (exact={exact}): largest top-2 gap at a divergence: {worst}");
     for d in &divergences {
-        assert!(d.batch > exact_batch, "bit-exact batch size diverged: {d:?}");
-        assert!(d.margin < eps, "divergence not at a near-tie (gap {} >= {eps}): {d:?}", d.margin);
+        assert!(
+            d.batch > exact_batch,
+            "bit-exact batch size diverged: {d:?}"
+        );
+        assert!(
+            d.margin < eps,
+            "divergence not at a near-tie (gap {} >= {eps}): {d:?}",
+            d.margin
+        );
     }
 }
 

@@ -17,13 +17,38 @@ fn kv_cache_holds_exactly_prompt_plus_accepted_tokens() {
         let mut ctx = context(&m, 1024);
         let toks = prompt_tokens(&m, PROMPTS[1]);
         let n = 40;
-        let base = run(&mut ctx, &mut NoDrafter, &toks, n, &EngineConfig { draft_max: 0, ..EngineConfig::default() });
-        assert_eq!(base.tokens.len(), n, "{name}: the reference run should use all {n} tokens");
+        let base = run(
+            &mut ctx,
+            &mut NoDrafter,
+            &toks,
+            n,
+            &EngineConfig {
+                draft_max: 0,
+                ..EngineConfig::default()
+            },
+        );
+        assert_eq!(
+            base.tokens.len(),
+            n,
+            "{name}: the reference run should use all {n} tokens"
+        );
 
         // corrupt_at = None: every draft fully accepted; Some(0): every draft fully rejected.
-        for (corrupt, label) in [(None, "all accepted"), (Some(0), "all rejected"), (Some(3), "partial")] {
-            let cfg = EngineConfig { draft_max: 6, check_kv: true, ..EngineConfig::default() };
-            let mut d = ReplayDrafter { reference: base.tokens.clone(), prompt_len: toks.len(), corrupt_at: corrupt };
+        for (corrupt, label) in [
+            (None, "all accepted"),
+            (Some(0), "all rejected"),
+            (Some(3), "partial"),
+        ] {
+            let cfg = EngineConfig {
+                draft_max: 6,
+                check_kv: true,
+                ..EngineConfig::default()
+            };
+            let mut d = ReplayDrafter {
+                reference: base.tokens.clone(),
+                prompt_len: toks.len(),
+                corrupt_at: corrupt,
+            };
             let g = run(&mut ctx, &mut d, &toks, n, &cfg);
             assert_eq!(g.tokens, base.tokens, "{name} {label}");
             let s = &g.stats;
@@ -35,7 +60,11 @@ fn kv_cache_holds_exactly_prompt_plus_accepted_tokens() {
             assert!(s.drafted > 0);
             // After the last round the cache holds everything but the newest token, which
             // was never fed (the engine checked the same invariant after every round).
-            assert_eq!(ctx.kv_len(), toks.len() + g.tokens.len() - 1, "{name} {label}");
+            assert_eq!(
+                ctx.kv_len(),
+                toks.len() + g.tokens.len() - 1,
+                "{name} {label}"
+            );
         }
     }
 }
@@ -47,11 +76,19 @@ fn full_context_stops_cleanly() {
     let mut ctx = context(&m, 64);
     let toks = prompt_tokens(&m, PROMPTS[11]);
     assert!(toks.len() < 64);
-    let cfg = EngineConfig { draft_max: 16, check_kv: true, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        draft_max: 16,
+        check_kv: true,
+        ..EngineConfig::default()
+    };
     let mut d = tandem::draft::NgramDrafter::new(Default::default());
     let g = run(&mut ctx, &mut d, &toks, 1000, &cfg);
     if g.stop == tandem::engine::StopReason::ContextFull {
-        assert_eq!(toks.len() + g.tokens.len(), 64 + 1, "fills the context exactly");
+        assert_eq!(
+            toks.len() + g.tokens.len(),
+            64 + 1,
+            "fills the context exactly"
+        );
     } else {
         assert_eq!(g.stop, tandem::engine::StopReason::Eog);
     }

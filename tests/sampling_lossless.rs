@@ -70,7 +70,9 @@ fn chi_square_helper_detects_difference() {
     let b: Vec<Token> = (0..400).map(|i| (i % 4) as Token).collect();
     let (chi, df) = chi_square(&a, &b);
     assert!(chi < 1e-9 && df == 3);
-    let c: Vec<Token> = (0..400).map(|i| if i % 2 == 0 { 0 } else { (i % 4) as Token }).collect();
+    let c: Vec<Token> = (0..400)
+        .map(|i| if i % 2 == 0 { 0 } else { (i % 4) as Token })
+        .collect();
     let (chi, df) = chi_square(&a, &c);
     assert!(chi > chi_critical_p001(df));
     assert!((chi_critical_p001(3) - 16.27).abs() < 0.3);
@@ -82,17 +84,48 @@ fn ngram_sampling_matches_plain_sampling_in_distribution() {
     let m = model("smollm2-135m", true);
     let mut ctx = context(&m, 256);
     // Repetitive text so the n-gram drafter proposes at every step.
-    let toks = m.tokenize("one two three four one two three four one two three four one two", true, false).unwrap();
+    let toks = m
+        .tokenize(
+            "one two three four one two three four one two three four one two",
+            true,
+            false,
+        )
+        .unwrap();
     let n = *POSITIONS.end() + 1;
     let mut plain: Vec<Vec<Token>> = vec![Vec::new(); n];
     let mut spec: Vec<Vec<Token>> = vec![Vec::new(); n];
     let (mut drafted, mut accepted) = (0, 0);
     for trial in 0..TRIALS {
-        let sampling = SamplingConfig { temp: 1.0, top_k: 40, top_p: 0.95, seed: 1000 + trial };
-        let cfg = EngineConfig { draft_max: 4, sampling, check_kv: true, ..EngineConfig::default() };
-        let base = run(&mut ctx, &mut NoDrafter, &toks, n, &EngineConfig { draft_max: 0, ..cfg.clone() });
+        let sampling = SamplingConfig {
+            temp: 1.0,
+            top_k: 40,
+            top_p: 0.95,
+            seed: 1000 + trial,
+        };
+        let cfg = EngineConfig {
+            draft_max: 4,
+            sampling,
+            check_kv: true,
+            ..EngineConfig::default()
+        };
+        let base = run(
+            &mut ctx,
+            &mut NoDrafter,
+            &toks,
+            n,
+            &EngineConfig {
+                draft_max: 0,
+                ..cfg.clone()
+            },
+        );
         // A different seed stream for the speculative run: the samples must be independent.
-        let cfg2 = EngineConfig { sampling: SamplingConfig { seed: 900_000 + trial, ..cfg.sampling.clone() }, ..cfg };
+        let cfg2 = EngineConfig {
+            sampling: SamplingConfig {
+                seed: 900_000 + trial,
+                ..cfg.sampling.clone()
+            },
+            ..cfg
+        };
         let mut d = NgramDrafter::new(NgramConfig { n_max: 3, n_min: 1 });
         let s = run(&mut ctx, &mut d, &toks, n, &cfg2);
         drafted += s.stats.drafted;
@@ -105,11 +138,17 @@ fn ngram_sampling_matches_plain_sampling_in_distribution() {
         }
     }
     eprintln!("drafted {drafted}, accepted {accepted}");
-    assert!(accepted > 0 && accepted < drafted, "drafts must be both accepted and rejected");
+    assert!(
+        accepted > 0 && accepted < drafted,
+        "drafts must be both accepted and rejected"
+    );
     for i in POSITIONS {
         let (chi, df) = chi_square(&plain[i], &spec[i]);
         let crit = chi_critical_p001(df);
         eprintln!("position {i}: chi2 = {chi:.2}, df = {df}, critical(p=0.001) = {crit:.2}");
-        assert!(chi < crit, "position {i}: distributions differ (chi2 {chi:.2} >= {crit:.2}, df {df})");
+        assert!(
+            chi < crit,
+            "position {i}: distributions differ (chi2 {chi:.2} >= {crit:.2}, df {df})"
+        );
     }
 }

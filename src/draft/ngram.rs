@@ -27,7 +27,12 @@ pub struct NgramDrafter {
 impl NgramDrafter {
     pub fn new(cfg: NgramConfig) -> Self {
         let n_min = cfg.n_min.max(1);
-        Self { cfg: NgramConfig { n_min, n_max: cfg.n_max.max(n_min) } }
+        Self {
+            cfg: NgramConfig {
+                n_min,
+                n_max: cfg.n_max.max(n_min),
+            },
+        }
     }
 }
 
@@ -71,7 +76,10 @@ mod tests {
         // ... 1 2 3 [7 8] ... 1 2 3 [9 9] ... 1 2 3  -> the latest match wins: 9 9
         let h = [1, 2, 3, 7, 8, 5, 1, 2, 3, 9, 9, 6, 1, 2, 3];
         assert_eq!(draft(&h, 2, NgramConfig::default()), vec![9, 9]);
-        assert_eq!(draft(&h, 10, NgramConfig::default()), vec![9, 9, 6, 1, 2, 3]);
+        assert_eq!(
+            draft(&h, 10, NgramConfig::default()),
+            vec![9, 9, 6, 1, 2, 3]
+        );
     }
 
     #[test]

@@ -19,12 +19,20 @@ pub struct ContextParams {
 
 impl Default for ContextParams {
     fn default() -> Self {
-        Self { n_ctx: 4096, n_threads: default_threads(), n_batch: 512, flash_attn: None }
+        Self {
+            n_ctx: 4096,
+            n_threads: default_threads(),
+            n_batch: 512,
+            flash_attn: None,
+        }
     }
 }
 
 pub fn default_threads() -> i32 {
-    std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(2).clamp(1, 16)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as i32)
+        .unwrap_or(2)
+        .clamp(1, 16)
 }
 
 /// Which rows of a decoded batch need logits.
@@ -88,7 +96,16 @@ impl Context {
         // llama.cpp may round the context up (to 256); we honour what was asked for.
         let real_ctx = (unsafe { sys::llama_n_ctx(ctx) } as usize).min(n_ctx as usize);
         let n_vocab = model.n_vocab();
-        Ok(Self { ctx, batch, n_batch: n_batch as usize, n_ctx: real_ctx, n_vocab, n_outputs: 0, first_output: 0, model })
+        Ok(Self {
+            ctx,
+            batch,
+            n_batch: n_batch as usize,
+            n_ctx: real_ctx,
+            n_vocab,
+            n_outputs: 0,
+            first_output: 0,
+            model,
+        })
     }
 
     pub(super) fn raw(&mut self) -> *mut sys::llama_context {
@@ -144,8 +161,11 @@ impl Context {
                 return Err(TargetError::Decode(rc));
             }
             if last_chunk {
-                (self.n_outputs, self.first_output) =
-                    if outputs == Outputs::All { (chunk.len(), 0) } else { (1, chunk.len() - 1) };
+                (self.n_outputs, self.first_output) = if outputs == Outputs::All {
+                    (chunk.len(), 0)
+                } else {
+                    (1, chunk.len() - 1)
+                };
             }
         }
         Ok(())
@@ -154,7 +174,11 @@ impl Context {
     /// Logits of output row `i` of the last decode (row 0 = first position that asked for
     /// logits). Borrowed from llama.cpp: valid until the next decode.
     pub fn logits(&self, i: usize) -> &[f32] {
-        assert!(i < self.n_outputs, "logit row {i} of {} requested", self.n_outputs);
+        assert!(
+            i < self.n_outputs,
+            "logit row {i} of {} requested",
+            self.n_outputs
+        );
         // SAFETY: i < n_outputs, so llama.cpp has a row of n_vocab floats for it; the
         // borrow of self keeps the context (and so the buffer) alive and unmodified.
         unsafe {
@@ -172,8 +196,14 @@ impl Context {
     /// Drop every cached position `>= from` (the rejected tail of a draft).
     pub fn truncate(&mut self, from: usize) -> Result<()> {
         // SAFETY: valid context; its memory handle lives as long as the context.
-        let ok = unsafe { sys::llama_memory_seq_rm(sys::llama_get_memory(self.ctx), 0, from as i32, -1) };
-        if ok { Ok(()) } else { Err(TargetError::Rollback(from as i32)) }
+        let ok = unsafe {
+            sys::llama_memory_seq_rm(sys::llama_get_memory(self.ctx), 0, from as i32, -1)
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(TargetError::Rollback(from as i32))
+        }
     }
 
     /// Number of positions in the KV cache (max position + 1; 0 when empty).

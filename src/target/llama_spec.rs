@@ -43,7 +43,8 @@ pub fn llama_spec_generate(
     spec_types: &str,
     draft_max: usize,
 ) -> Result<(Vec<Token>, LlamaSpecStats)> {
-    let types = CString::new(spec_types).map_err(|_| TargetError::Tokenize("NUL in spec type".into()))?;
+    let types =
+        CString::new(spec_types).map_err(|_| TargetError::Tokenize("NUL in spec type".into()))?;
     let mut out = vec![0 as Token; n_predict.max(1)];
     let mut stats = LlamaSpecStats::default();
     let mut err = vec![0u8; 512];
@@ -65,7 +66,9 @@ pub fn llama_spec_generate(
     };
     if rc != 0 {
         let n = err.iter().position(|&b| b == 0).unwrap_or(err.len());
-        return Err(TargetError::LlamaSpec(String::from_utf8_lossy(&err[..n]).into_owned()));
+        return Err(TargetError::LlamaSpec(
+            String::from_utf8_lossy(&err[..n]).into_owned(),
+        ));
     }
     out.truncate(stats.n_generated.max(0) as usize);
     Ok((out, stats))

@@ -45,8 +45,11 @@ impl Model {
         let shown = path.display().to_string();
         check_gguf_header(path)?;
         init_backend();
-        let cpath = CString::new(path.to_str().ok_or_else(|| TargetError::BadPath(shown.clone()))?)
-            .map_err(|_| TargetError::BadPath(shown.clone()))?;
+        let cpath = CString::new(
+            path.to_str()
+                .ok_or_else(|| TargetError::BadPath(shown.clone()))?,
+        )
+        .map_err(|_| TargetError::BadPath(shown.clone()))?;
         // SAFETY: default params are plain data; the path is NUL-terminated and lives
         // across the call. llama.cpp returns null on any load failure.
         let ptr = unsafe {
@@ -60,13 +63,24 @@ impl Model {
             p
         };
         if ptr.is_null() {
-            let why = LAST_LOAD_ERROR.lock().map(|s| s.clone()).unwrap_or_default();
-            let msg = if why.is_empty() { shown } else { format!("{shown}: {why}") };
+            let why = LAST_LOAD_ERROR
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default();
+            let msg = if why.is_empty() {
+                shown
+            } else {
+                format!("{shown}: {why}")
+            };
             return Err(TargetError::LoadFailed(msg));
         }
         // SAFETY: ptr is a valid model; the vocab lives as long as the model.
         let vocab = unsafe { sys::llama_model_get_vocab(ptr) };
-        Ok(Self { ptr, vocab, path: shown })
+        Ok(Self {
+            ptr,
+            vocab,
+            path: shown,
+        })
     }
 
     pub(super) fn raw(&self) -> *mut sys::llama_model {
@@ -101,7 +115,8 @@ impl Model {
     pub fn description(&self) -> String {
         let mut buf = vec![0u8; 256];
         // SAFETY: buf is writable for its length; llama.cpp NUL-terminates.
-        let n = unsafe { sys::llama_model_desc(self.ptr, buf.as_mut_ptr() as *mut c_char, buf.len()) };
+        let n =
+            unsafe { sys::llama_model_desc(self.ptr, buf.as_mut_ptr() as *mut c_char, buf.len()) };
         buf.truncate(n.max(0) as usize);
         String::from_utf8_lossy(&buf).into_owned()
     }
@@ -114,8 +129,14 @@ impl Model {
 
     /// Tokenize text. `add_special` adds BOS where the model wants it; `parse_special`
     /// turns "<|im_start|>"-style text into control tokens (needed for chat templates).
-    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
-        let len = i32::try_from(text.len()).map_err(|_| TargetError::Tokenize("text too long".into()))?;
+    pub fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<Token>> {
+        let len =
+            i32::try_from(text.len()).map_err(|_| TargetError::Tokenize("text too long".into()))?;
         let mut out = vec![0 as Token; text.len() + 2];
         // SAFETY: text is valid for len bytes; out is writable for its length. A negative
         // result is the size needed.
@@ -145,7 +166,9 @@ impl Model {
                 )
             };
             if n < 0 {
-                return Err(TargetError::Tokenize(format!("llama_tokenize returned {n}")));
+                return Err(TargetError::Tokenize(format!(
+                    "llama_tokenize returned {n}"
+                )));
             }
         }
         out.truncate(n as usize);
@@ -159,7 +182,14 @@ impl Model {
         loop {
             // SAFETY: buf is writable for its length; a negative result is the size needed.
             let n = unsafe {
-                sys::llama_token_to_piece(self.vocab, token, buf.as_mut_ptr() as *mut c_char, buf.len() as i32, 0, false)
+                sys::llama_token_to_piece(
+                    self.vocab,
+                    token,
+                    buf.as_mut_ptr() as *mut c_char,
+                    buf.len() as i32,
+                    0,
+                    false,
+                )
             };
             if n >= 0 {
                 buf.truncate(n as usize);
@@ -188,30 +218,49 @@ impl Model {
     fn chat_template_raw(&self) -> Option<&CStr> {
         // SAFETY: valid model; null name = default template; the string is owned by the model.
         let p = unsafe { sys::llama_model_chat_template(self.ptr, std::ptr::null()) };
-        if p.is_null() { None } else { Some(unsafe { CStr::from_ptr(p) }) }
+        if p.is_null() {
+            None
+        } else {
+            Some(unsafe { CStr::from_ptr(p) })
+        }
     }
 
     /// Render a single user turn with the model's own chat template, ending with the
     /// assistant's opening tag. `None` if the model has no template.
     pub fn apply_chat_template(&self, user: &str) -> Result<Option<String>> {
-        let Some(tmpl) = self.chat_template_raw() else { return Ok(None) };
+        let Some(tmpl) = self.chat_template_raw() else {
+            return Ok(None);
+        };
         let role = CString::new("user").expect("static");
-        let content = CString::new(user).map_err(|_| TargetError::ChatTemplate("prompt contains a NUL byte".into()))?;
-        let msg = sys::llama_chat_message { role: role.as_ptr(), content: content.as_ptr() };
+        let content = CString::new(user)
+            .map_err(|_| TargetError::ChatTemplate("prompt contains a NUL byte".into()))?;
+        let msg = sys::llama_chat_message {
+            role: role.as_ptr(),
+            content: content.as_ptr(),
+        };
         let mut buf = vec![0u8; user.len() * 2 + 512];
         loop {
             // SAFETY: tmpl/msg strings outlive the call; buf is writable for its length.
             let n = unsafe {
-                sys::llama_chat_apply_template(tmpl.as_ptr(), &msg, 1, true, buf.as_mut_ptr() as *mut c_char, buf.len() as i32)
+                sys::llama_chat_apply_template(
+                    tmpl.as_ptr(),
+                    &msg,
+                    1,
+                    true,
+                    buf.as_mut_ptr() as *mut c_char,
+                    buf.len() as i32,
+                )
             };
             if n < 0 {
-                return Err(TargetError::ChatTemplate("llama.cpp does not support this model's chat template".into()));
+                return Err(TargetError::ChatTemplate(
+                    "llama.cpp does not support this model's chat template".into(),
+                ));
             }
             if (n as usize) <= buf.len() {
                 buf.truncate(n as usize);
-                return String::from_utf8(buf)
-                    .map(Some)
-                    .map_err(|_| TargetError::ChatTemplate("template produced invalid UTF-8".into()));
+                return String::from_utf8(buf).map(Some).map_err(|_| {
+                    TargetError::ChatTemplate("template produced invalid UTF-8".into())
+                });
             }
             buf.resize(n as usize, 0);
         }
@@ -226,16 +275,24 @@ impl Drop for Model {
     }
 }
 
-unsafe extern "C" fn capture_log(level: sys::ggml_log_level, text: *const std::ffi::c_char, _: *mut std::ffi::c_void) {
+unsafe extern "C" fn capture_log(
+    level: sys::ggml_log_level,
+    text: *const std::ffi::c_char,
+    _: *mut std::ffi::c_void,
+) {
     if level == sys::GGML_LOG_LEVEL_ERROR && !text.is_null() {
         // SAFETY: NUL-terminated string valid for the call.
-        let msg = unsafe { CStr::from_ptr(text) }.to_string_lossy().trim().to_string();
-        if !msg.is_empty() {
-            if let Ok(mut s) = LAST_LOAD_ERROR.lock() {
-                if s.is_empty() {
-                    *s = msg.trim_start_matches("llama_model_load: error loading model: ").to_string();
-                }
-            }
+        let msg = unsafe { CStr::from_ptr(text) }
+            .to_string_lossy()
+            .trim()
+            .to_string();
+        if let Ok(mut s) = LAST_LOAD_ERROR.lock()
+            && !msg.is_empty()
+            && s.is_empty()
+        {
+            *s = msg
+                .trim_start_matches("llama_model_load: error loading model: ")
+                .to_string();
         }
     }
 }
@@ -252,26 +309,38 @@ fn check_gguf_header(path: &Path) -> Result<()> {
     let mut head = [0u8; 24];
     let got = read_up_to(&mut f, &mut head);
     if got < 4 {
-        return Err(TargetError::CorruptGguf { path: shown, why: format!("file is only {got} bytes") });
+        return Err(TargetError::CorruptGguf {
+            path: shown,
+            why: format!("file is only {got} bytes"),
+        });
     }
     let magic = [head[0], head[1], head[2], head[3]];
     if &magic != b"GGUF" {
         return Err(TargetError::NotGguf { path: shown, magic });
     }
     if got < 24 {
-        return Err(TargetError::CorruptGguf { path: shown, why: "header cut off".into() });
+        return Err(TargetError::CorruptGguf {
+            path: shown,
+            why: "header cut off".into(),
+        });
     }
     let version = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
     let n_tensors = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
     let n_kv = u64::from_le_bytes(head[16..24].try_into().expect("8 bytes"));
     if !(2..=3).contains(&version) {
-        return Err(TargetError::CorruptGguf { path: shown, why: format!("unsupported GGUF version {version}") });
+        return Err(TargetError::CorruptGguf {
+            path: shown,
+            why: format!("unsupported GGUF version {version}"),
+        });
     }
     // Every tensor info and key/value pair takes at least ~16 bytes.
     if n_tensors.saturating_add(n_kv).saturating_mul(16) > meta.len() {
         return Err(TargetError::CorruptGguf {
             path: shown,
-            why: format!("header claims {n_tensors} tensors and {n_kv} keys, more than the {} byte file holds", meta.len()),
+            why: format!(
+                "header claims {n_tensors} tensors and {n_kv} keys, more than the {} byte file holds",
+                meta.len()
+            ),
         });
     }
     Ok(())

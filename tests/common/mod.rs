@@ -28,8 +28,11 @@ pub const PROMPTS: [&str; 12] = [
     "Continue the sequence: 1, 2, 3, 4, 5, 6, 7, 8,",
 ];
 
+/// Loaded models by (name, repack), so each test binary loads a model once.
+type ModelCache = Mutex<Vec<(String, bool, Arc<Model>)>>;
+
 pub fn model(name: &str, repack: bool) -> Arc<Model> {
-    static CACHE: OnceLock<Mutex<Vec<(String, bool, Arc<Model>)>>> = OnceLock::new();
+    static CACHE: OnceLock<ModelCache> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
     let mut c = cache.lock().unwrap();
     if let Some((_, _, m)) = c.iter().find(|(n, r, _)| n == name && *r == repack) {
@@ -42,7 +45,16 @@ pub fn model(name: &str, repack: bool) -> Arc<Model> {
 }
 
 pub fn context(model: &Arc<Model>, n_ctx: u32) -> Context {
-    Context::new(model.clone(), &ContextParams { n_ctx, n_threads: 2, n_batch: 512, flash_attn: None }).expect("context")
+    Context::new(
+        model.clone(),
+        &ContextParams {
+            n_ctx,
+            n_threads: 2,
+            n_batch: 512,
+            flash_attn: None,
+        },
+    )
+    .expect("context")
 }
 
 pub fn prompt_tokens(model: &Model, prompt: &str) -> Vec<Token> {
@@ -52,7 +64,13 @@ pub fn prompt_tokens(model: &Model, prompt: &str) -> Vec<Token> {
     }
 }
 
-pub fn run(ctx: &mut Context, drafter: &mut dyn Drafter, prompt: &[Token], n: usize, cfg: &EngineConfig) -> Generation {
+pub fn run(
+    ctx: &mut Context,
+    drafter: &mut dyn Drafter,
+    prompt: &[Token],
+    n: usize,
+    cfg: &EngineConfig,
+) -> Generation {
     generate(ctx, drafter, prompt, n, cfg, &mut |_| true).expect("generate")
 }
 
@@ -75,7 +93,11 @@ impl Drafter for ReplayDrafter {
             return; // diverged from the reference: nothing sensible to replay
         }
         for (i, &t) in self.reference.iter().skip(done).take(max).enumerate() {
-            let t = if Some(i) == self.corrupt_at { if t == 0 { 1 } else { t - 1 } } else { t };
+            let t = if Some(i) == self.corrupt_at {
+                if t == 0 { 1 } else { t - 1 }
+            } else {
+                t
+            };
             out.push_point(t);
         }
     }
