@@ -25,7 +25,9 @@ const DRAFT_LENGTHS: [usize; 4] = [1, 4, 8, 16];
 const NEAR_TIE: f32 = 0.5;
 const NEAR_TIE_EXACT: f32 = 0.1;
 
+/// Printed through `Debug` in the report and in failure messages.
 #[derive(Debug)]
+#[allow(dead_code)]
 struct Divergence {
     prompt: usize,
     drafter: String,
