@@ -66,11 +66,11 @@ fn main() {
             ctx.truncate(prompt.len()).unwrap();
             ctx.decode(&toks[..8], prompt.len(), Outputs::All).unwrap();
             let mut bagain = 0f32;
-            for i in 0..8 {
+            for (i, b) in b1.iter().enumerate() {
                 bagain = bagain.max(
                     ctx.logits(i)
                         .iter()
-                        .zip(&b1[i])
+                        .zip(b)
                         .map(|(a, b)| (a - b).abs())
                         .fold(0.0, f32::max),
                 );

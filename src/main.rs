@@ -195,10 +195,10 @@ fn validate(a: &GenerateArgs) -> Result<()> {
             a.ctx_size
         );
     }
-    if let Some(t) = a.threads {
-        if !(1..=256).contains(&t) {
-            bail!("--threads must be between 1 and 256 (got {t})");
-        }
+    if let Some(t) = a.threads
+        && !(1..=256).contains(&t)
+    {
+        bail!("--threads must be between 1 and 256 (got {t})");
     }
     if !a.temp.is_finite() || a.temp < 0.0 {
         bail!("--temp must be >= 0 (got {})", a.temp);
