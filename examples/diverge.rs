@@ -10,21 +10,57 @@ use tandem::target::{Context, ContextParams, Model, ModelParams};
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let (name, line, n, k) = (&a[1], a[2].parse::<usize>().unwrap(), a[3].parse().unwrap(), a[4].parse().unwrap());
+    let (name, line, n, k) = (
+        &a[1],
+        a[2].parse::<usize>().unwrap(),
+        a[3].parse().unwrap(),
+        a[4].parse().unwrap(),
+    );
     let repack = std::env::var("EXACT").is_err();
     let prompts = load_prompts(std::path::Path::new("bench/prompts/foundation.jsonl")).unwrap();
-    let m = Arc::new(Model::load(&models::resolve(name).unwrap(), &ModelParams { repack }).unwrap());
-    let mut ctx = Context::new(m.clone(), &ContextParams { n_ctx: 4096, n_threads: 2, n_batch: 512, flash_attn: None }).unwrap();
+    let m =
+        Arc::new(Model::load(&models::resolve(name).unwrap(), &ModelParams { repack }).unwrap());
+    let mut ctx = Context::new(
+        m.clone(),
+        &ContextParams {
+            n_ctx: 4096,
+            n_threads: 2,
+            n_batch: 512,
+            flash_attn: None,
+        },
+    )
+    .unwrap();
     let p = &prompts[line];
     let toks = match m.apply_chat_template(&p.prompt).unwrap() {
         Some(t) => m.tokenize(&t, true, true).unwrap(),
         None => m.tokenize(&p.prompt, true, false).unwrap(),
     };
-    let base_cfg = EngineConfig { draft_max: 0, record_margins: true, ..Default::default() };
+    let base_cfg = EngineConfig {
+        draft_max: 0,
+        record_margins: true,
+        ..Default::default()
+    };
     let base = generate(&mut ctx, &mut NoDrafter, &toks, n, &base_cfg, &mut |_| true).unwrap();
-    let cfg = EngineConfig { draft_max: k, check_kv: true, ..Default::default() };
-    let spec = generate(&mut ctx, &mut NgramDrafter::new(Default::default()), &toks, n, &cfg, &mut |_| true).unwrap();
-    let at = spec.tokens.iter().zip(&base.tokens).take_while(|(x, y)| x == y).count();
+    let cfg = EngineConfig {
+        draft_max: k,
+        check_kv: true,
+        ..Default::default()
+    };
+    let spec = generate(
+        &mut ctx,
+        &mut NgramDrafter::new(Default::default()),
+        &toks,
+        n,
+        &cfg,
+        &mut |_| true,
+    )
+    .unwrap();
+    let at = spec
+        .tokens
+        .iter()
+        .zip(&base.tokens)
+        .take_while(|(x, y)| x == y)
+        .count();
     println!(
         "prompt {} tokens; base {} spec {}; first difference at {at} (margin there {:?}); min margin overall {:?}",
         toks.len(),

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::draft::NgramConfig;
+use crate::draft::{NgramConfig, OracleDrafter};
 use crate::engine::EngineConfig;
 use crate::session::{DraftSpec, Session, SessionError};
-use crate::target::{Token, llama_spec_generate};
+use crate::target::{Context, Outputs, TargetError, Token, llama_spec_generate};
 
 /// One prompt of a suite (JSONL: {"id", "category", "prompt", "raw"}).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -34,12 +34,17 @@ pub fn load_prompts(path: &std::path::Path) -> Result<Vec<BenchPrompt>, String> 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BenchConfig {
     Tandem(DraftSpec),
+    /// Replays the baseline's own output at zero cost: the ceiling.
+    Oracle,
     /// llama.cpp's speculative loop with these `common_speculative` types ("none" = plain).
     Llama(String),
 }
 
 impl BenchConfig {
     pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "oracle" {
+            return Ok(BenchConfig::Oracle);
+        }
         match s.strip_prefix("llama:") {
             Some(t) => Ok(BenchConfig::Llama(t.to_string())),
             None => s.parse().map(BenchConfig::Tandem),
@@ -49,6 +54,7 @@ impl BenchConfig {
     pub fn label(&self) -> String {
         match self {
             BenchConfig::Tandem(d) => d.name().to_string(),
+            BenchConfig::Oracle => "oracle".to_string(),
             BenchConfig::Llama(t) => format!("llama:{t}"),
         }
     }
@@ -68,6 +74,8 @@ pub struct RunResult {
     pub gen_s: f64,
 }
 
+/// Run one configuration on one prompt. `reference` is the baseline's output (the oracle
+/// replays it).
 pub fn run_one(
     session: &mut Session,
     cfg: &BenchConfig,
@@ -75,20 +83,25 @@ pub fn run_one(
     n: usize,
     draft_max: usize,
     ngram: &NgramConfig,
+    reference: Option<&[Token]>,
 ) -> Result<(Vec<Token>, RunResult), SessionError> {
     match cfg {
-        BenchConfig::Tandem(spec) => {
-            let spec = match spec {
-                DraftSpec::Ngram(_) => DraftSpec::Ngram(ngram.clone()),
-                s => s.clone(),
+        BenchConfig::Tandem(_) | BenchConfig::Oracle => {
+            let (mut d, k): (Box<dyn crate::draft::Drafter>, usize) = match cfg {
+                BenchConfig::Tandem(DraftSpec::None) => (DraftSpec::None.build(), 0),
+                BenchConfig::Tandem(DraftSpec::Ngram(_)) => {
+                    (DraftSpec::Ngram(ngram.clone()).build(), draft_max)
+                }
+                _ => {
+                    let reference = reference.unwrap_or_default().to_vec();
+                    (
+                        Box::new(OracleDrafter::new(reference, prompt.len())),
+                        draft_max,
+                    )
+                }
             };
-            let mut d = spec.build();
             let ecfg = EngineConfig {
-                draft_max: if spec == DraftSpec::None {
-                    0
-                } else {
-                    draft_max
-                },
+                draft_max: k,
                 ..Default::default()
             };
             let g = session.generate(prompt, n, d.as_mut(), &ecfg, &mut |_| true)?;
@@ -126,6 +139,58 @@ pub fn run_one(
             Ok((toks, r))
         }
     }
+}
+
+/// Cost of verifying k tokens in one batch, relative to one token.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CostPoint {
+    pub k: usize,
+    pub median_ms: f64,
+    pub ratio: f64,
+}
+
+/// Measure the verify-cost curve at context depth `depth`: for k = 1..=max_k, decode k
+/// tokens with logits for every row, roll them back, repeat; the k values are interleaved
+/// within each repetition so drift hits all alike.
+pub fn calibrate(
+    ctx: &mut Context,
+    depth: usize,
+    max_k: usize,
+    reps: usize,
+) -> Result<Vec<CostPoint>, TargetError> {
+    let model = ctx.model().clone();
+    let text =
+        "The quick brown fox jumps over the lazy dog while the river keeps flowing. ".repeat(64);
+    let mut toks = model.tokenize(&text, true, false)?;
+    toks.truncate(depth + max_k);
+    if toks.len() < depth + max_k || depth + max_k > ctx.n_ctx() || max_k > ctx.n_batch() {
+        return Err(TargetError::ContextFull { n_ctx: ctx.n_ctx() });
+    }
+    ctx.clear();
+    ctx.decode(&toks[..depth], 0, Outputs::Last)?;
+    let mut times = vec![Vec::new(); max_k];
+    for _ in 0..reps {
+        for k in 1..=max_k {
+            ctx.truncate(depth)?;
+            let t = std::time::Instant::now();
+            ctx.decode(&toks[depth..depth + k], depth, Outputs::All)?;
+            times[k - 1].push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    ctx.truncate(depth)?;
+    let base = median(&times[0]);
+    Ok(times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let m = median(t);
+            CostPoint {
+                k: i + 1,
+                median_ms: m,
+                ratio: m / base,
+            }
+        })
+        .collect())
 }
 
 /// Median of a non-empty sample (mean of the middle two for even sizes).

@@ -66,6 +66,13 @@ struct BenchArgs {
     /// Write every figure as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Instead of prompts: measure the cost of verifying k = 1..=64 tokens in one batch
+    /// relative to one token, at context depth --depth, and save it as JSON (--json).
+    #[arg(long)]
+    calibrate: bool,
+    /// Context depth for --calibrate.
+    #[arg(long, default_value_t = 256)]
+    depth: usize,
 }
 
 #[derive(clap::Args)]
@@ -322,6 +329,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.reps == 0 || a.max_tokens == 0 || !(1..=MAX_DRAFT).contains(&a.draft_max) {
         bail!("--reps and --max-tokens must be positive, --draft-max in 1..={MAX_DRAFT}");
     }
+    if a.calibrate {
+        return calibrate_cmd(&a);
+    }
     let prompts = load_prompts(&a.prompts).map_err(anyhow::Error::msg)?;
     if prompts.is_empty() {
         bail!("{}: no prompts", a.prompts.display());
@@ -361,7 +371,15 @@ fn bench(a: BenchArgs) -> Result<()> {
         for _ in 0..a.reps {
             for (ci, c) in configs.iter().enumerate() {
                 bar.set_message(format!("{} {}", p.id, c.label()));
-                let (out, r) = run_one(&mut session, c, &toks, a.max_tokens, a.draft_max, &ngram)?;
+                let (out, r) = run_one(
+                    &mut session,
+                    c,
+                    &toks,
+                    a.max_tokens,
+                    a.draft_max,
+                    &ngram,
+                    reference.as_deref(),
+                )?;
                 match &reference {
                     None => reference = Some(out),
                     Some(rf) => identical[ci] &= *rf == out,
@@ -433,6 +451,46 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     if let Some(path) = &a.json {
         let doc = serde_json::json!({"model": session.model.description(), "max_tokens": a.max_tokens, "threads": a.threads, "draft_max": a.draft_max, "reps": a.reps, "prompts": json_rows, "categories": cats});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn calibrate_cmd(a: &BenchArgs) -> Result<()> {
+    const MAX_K: usize = 64;
+    let cfg = SessionConfig {
+        model: a.model.clone(),
+        context: ContextParams {
+            n_ctx: a.ctx_size.max((a.depth + MAX_K + 16) as u32),
+            n_threads: a.threads,
+            n_batch: 512,
+            flash_attn: None,
+        },
+        model_params: ModelParams::default(),
+    };
+    let mut session = Session::open(&cfg)?;
+    let curve = tandem::bench::calibrate(&mut session.ctx, a.depth, MAX_K, a.reps)?;
+    println!(
+        "model: {} | depth {}, {} threads, {} reps (medians)\n",
+        session.model.description(),
+        a.depth,
+        a.threads,
+        a.reps
+    );
+    println!("| k | ms | cost / 1 token | k / cost |");
+    println!("|---|---|---|---|");
+    for p in &curve {
+        println!(
+            "| {} | {:.1} | {:.2} | {:.2} |",
+            p.k,
+            p.median_ms,
+            p.ratio,
+            p.k as f64 / p.ratio
+        );
+    }
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({"model": session.model.description(), "depth": a.depth, "threads": a.threads, "reps": a.reps, "curve": curve});
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }

@@ -81,11 +81,7 @@ fn check_model(name: &str, exact: bool, exact_batch: usize, eps: f32) {
                 check_kv: true,
                 ..EngineConfig::default()
             };
-            let d = ReplayDrafter {
-                reference: base.tokens.clone(),
-                prompt_len: toks.len(),
-                corrupt_at: corrupt,
-            };
+            let d = replay(base.tokens.clone(), toks.len(), corrupt);
             candidates.push((
                 format!("replay k={replay_k} corrupt={corrupt:?}"),
                 cfg,

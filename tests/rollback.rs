@@ -44,11 +44,7 @@ fn kv_cache_holds_exactly_prompt_plus_accepted_tokens() {
                 check_kv: true,
                 ..EngineConfig::default()
             };
-            let mut d = ReplayDrafter {
-                reference: base.tokens.clone(),
-                prompt_len: toks.len(),
-                corrupt_at: corrupt,
-            };
+            let mut d = replay(base.tokens.clone(), toks.len(), corrupt);
             let g = run(&mut ctx, &mut d, &toks, n, &cfg);
             assert_eq!(g.tokens, base.tokens, "{name} {label}");
             let s = &g.stats;

@@ -1,8 +1,10 @@
 //! Drafters: cheap proposers of the target's next tokens.
 
 mod ngram;
+mod oracle;
 
 pub use ngram::{NgramConfig, NgramDrafter};
+pub use oracle::OracleDrafter;
 
 use crate::sampling::Dist;
 use crate::target::Token;

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tandem::draft::{Draft, Drafter};
+use tandem::draft::{Drafter, OracleDrafter};
 use tandem::engine::{EngineConfig, Generation, generate};
 use tandem::models;
 use tandem::target::{Context, ContextParams, Model, ModelParams, Token};
@@ -74,33 +74,17 @@ pub fn run(
     generate(ctx, drafter, prompt, n, cfg, &mut |_| true).expect("generate")
 }
 
-/// Replays a known continuation, corrupting the token at draft offset `corrupt_at` (if
-/// any) so that rounds end in full acceptance or in a rejection at a chosen position.
-pub struct ReplayDrafter {
-    pub reference: Vec<Token>,
-    pub prompt_len: usize,
-    pub corrupt_at: Option<usize>,
-}
-
-impl Drafter for ReplayDrafter {
-    fn name(&self) -> &str {
-        "replay"
-    }
-
-    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
-        let done = history.len() - self.prompt_len;
-        if history[self.prompt_len..] != self.reference[..done.min(self.reference.len())] {
-            return; // diverged from the reference: nothing sensible to replay
-        }
-        for (i, &t) in self.reference.iter().skip(done).take(max).enumerate() {
-            let t = if Some(i) == self.corrupt_at {
-                if t == 0 { 1 } else { t - 1 }
-            } else {
-                t
-            };
-            out.push_point(t);
-        }
-    }
+/// The library's oracle drafter with fault injection: replays the reference continuation,
+/// corrupting the token at draft offset `corrupt_at` (if any), so that rounds end in full
+/// acceptance or in a rejection at a chosen position.
+pub fn replay(
+    reference: Vec<Token>,
+    prompt_len: usize,
+    corrupt_at: Option<usize>,
+) -> OracleDrafter {
+    let mut d = OracleDrafter::new(reference, prompt_len);
+    d.corrupt_at = corrupt_at;
+    d
 }
 
 /// Serialises the model-running tests of one test binary: they each use both cores, and
