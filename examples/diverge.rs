@@ -31,10 +31,7 @@ fn main() {
     )
     .unwrap();
     let p = &prompts[line];
-    let toks = match m.apply_chat_template(&p.prompt).unwrap() {
-        Some(t) => m.tokenize(&t, true, true).unwrap(),
-        None => m.tokenize(&p.prompt, true, false).unwrap(),
-    };
+    let toks = m.prompt_tokens(&p.prompt, p.raw).unwrap();
     let base_cfg = EngineConfig {
         draft_max: 0,
         record_margins: true,

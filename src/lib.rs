@@ -3,6 +3,8 @@
 //! - [`target`]: the llama.cpp boundary (model, context, batched decode, KV rollback).
 //! - [`draft`]: drafters behind the [`draft::Drafter`] trait (none, n-gram).
 //! - [`verify`]: greedy and speculative-sampling acceptance.
+//! - [`head`]: Tandem's own output head (lazy, exact logits for verification).
+//! - [`gguf`]: a small GGUF reader.
 //! - [`engine`]: the draft → verify → accept/rollback loop and its statistics.
 //! - [`models`]: the model manifest and fetching models from PyPI wheels.
 //! - [`session`]: a loaded model ready to generate (what the CLI and embedders use).
@@ -10,6 +12,8 @@
 pub mod bench;
 pub mod draft;
 pub mod engine;
+pub mod gguf;
+pub mod head;
 pub mod models;
 pub mod sampling;
 pub mod session;

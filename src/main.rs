@@ -9,7 +9,7 @@ use tandem::draft::NgramConfig;
 use tandem::engine::EngineConfig;
 use tandem::models;
 use tandem::sampling::SamplingConfig;
-use tandem::session::{DraftSpec, Session, SessionConfig};
+use tandem::session::{DraftSpec, HeadMode, Session, SessionConfig};
 use tandem::target::{ContextParams, ModelParams};
 use tandem::text::Utf8Stream;
 
@@ -47,7 +47,8 @@ struct BenchArgs {
     /// Prompt suite (JSONL: {"id", "category", "prompt", "raw"}).
     #[arg(long, default_value = "bench/prompts/foundation.jsonl")]
     prompts: std::path::PathBuf,
-    /// Comma-separated configurations: Tandem drafters (none, ngram) and llama.cpp's own
+    /// Comma-separated configurations: Tandem drafters (none, ngram), oracle (replays the
+    /// baseline's output at zero cost: the ceiling) and llama.cpp's own
     /// loop as llama:none, llama:ngram-simple, llama:ngram-mod, llama:ngram-map-k, llama:ngram-cache.
     #[arg(long, default_value = "none,ngram")]
     drafters: String,
@@ -66,10 +67,22 @@ struct BenchArgs {
     /// Write every figure as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Write a chart (SVG) of the speedup per category per configuration here.
+    #[arg(long)]
+    chart: Option<std::path::PathBuf>,
+    /// Positions per lazy-head pass for `+lazy` configurations.
+    #[arg(long, default_value_t = 4)]
+    lazy_group: usize,
+    /// Run at most this many prompts of each category (in file order).
+    #[arg(long)]
+    limit_per_category: Option<usize>,
     /// Instead of prompts: measure the cost of verifying k = 1..=64 tokens in one batch
     /// relative to one token, at context depth --depth, and save it as JSON (--json).
     #[arg(long)]
     calibrate: bool,
+    /// Largest batch for --calibrate.
+    #[arg(long, default_value_t = 64)]
+    max_k: usize,
     /// Context depth for --calibrate.
     #[arg(long, default_value_t = 256)]
     depth: usize,
@@ -123,6 +136,11 @@ struct GenerateArgs {
     /// verification rounds exactly like single-token decoding. Slower on some models.
     #[arg(long)]
     exact: bool,
+    /// Who computes logits during verification: auto (Tandem's lazy head for large
+    /// vocabularies), llama (llama.cpp, every position), lazy (Tandem's, only the positions
+    /// acceptance reaches).
+    #[arg(long, default_value = "auto")]
+    head: HeadMode,
     /// Print the statistics as JSON to stderr instead of a line.
     #[arg(long)]
     stats_json: bool,
@@ -274,6 +292,11 @@ fn generate(a: GenerateArgs) -> Result<()> {
             top_p: a.top_p,
             seed: a.seed,
         },
+        lazy_head: if draft == DraftSpec::None {
+            None
+        } else {
+            session.head_for(a.head)?
+        },
         ..EngineConfig::default()
     };
     let model = session.model.clone();
@@ -332,11 +355,14 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.calibrate {
         return calibrate_cmd(&a);
     }
-    let prompts = load_prompts(&a.prompts).map_err(anyhow::Error::msg)?;
+    let mut prompts = load_prompts(&a.prompts).map_err(anyhow::Error::msg)?;
+    if let Some(n) = a.limit_per_category {
+        prompts = limit_per_category(prompts, n);
+    }
     if prompts.is_empty() {
         bail!("{}: no prompts", a.prompts.display());
     }
-    let mut configs = vec![BenchConfig::Tandem(DraftSpec::None)];
+    let mut configs = vec![BenchConfig::baseline()];
     for c in a
         .drafters
         .split(',')
@@ -359,110 +385,61 @@ fn bench(a: BenchArgs) -> Result<()> {
         model_params: ModelParams::default(),
     };
     let mut session = Session::open(&cfg)?;
-    let ngram = NgramConfig::default();
-    let bar = indicatif::ProgressBar::new((prompts.len() * a.reps * configs.len()) as u64);
-    let mut rows = Vec::new();
-    let mut json_rows = Vec::new();
-    for p in &prompts {
-        let toks = session.prompt_tokens(&p.prompt, p.raw)?;
-        let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); configs.len()];
-        let mut identical = vec![true; configs.len()];
-        let mut reference: Option<Vec<tandem::target::Token>> = None;
-        for _ in 0..a.reps {
-            for (ci, c) in configs.iter().enumerate() {
-                bar.set_message(format!("{} {}", p.id, c.label()));
-                let (out, r) = run_one(
-                    &mut session,
-                    c,
-                    &toks,
-                    a.max_tokens,
-                    a.draft_max,
-                    &ngram,
-                    reference.as_deref(),
-                )?;
-                match &reference {
-                    None => reference = Some(out),
-                    Some(rf) => identical[ci] &= *rf == out,
-                }
-                runs[ci].push(r);
-                bar.inc(1);
-            }
-        }
-        let base = median(&runs[0].iter().map(|r| r.tok_per_s).collect::<Vec<_>>());
-        let sums: Vec<Summary> = configs
-            .iter()
-            .zip(&runs)
-            .zip(&identical)
-            .map(|((c, r), &id)| summarize(&c.label(), r, base, id))
-            .collect();
-        json_rows.push(serde_json::json!({"id": p.id, "category": p.category, "summaries": sums, "runs": runs.iter().zip(&configs).map(|(r, c)| (c.label(), r)).collect::<Vec<_>>()}));
-        rows.push((p.category.clone(), p.id.clone(), sums));
-    }
+    let opts = SuiteOptions {
+        max_tokens: a.max_tokens,
+        reps: a.reps,
+        draft_max: a.draft_max,
+        ngram: NgramConfig::default(),
+        lazy_group: a.lazy_group,
+    };
+    let bar = indicatif::ProgressBar::new((prompts.len() * a.reps * configs.len()) as u64)
+        .with_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("static template"),
+        );
+    let results = run_suite(&mut session, &prompts, &configs, &opts, &mut |id, c| {
+        bar.set_message(format!("{id} {c}"));
+        bar.inc(1);
+    })?;
     bar.finish_and_clear();
 
-    let labels: Vec<String> = configs.iter().map(|c| c.label()).collect();
-    println!(
-        "model: {} | {} tokens, greedy, {} threads, draft-max {}, {} reps (medians)\n",
+    let report = Report::new(
         session.model.description(),
         a.max_tokens,
         a.threads,
         a.draft_max,
-        a.reps
+        a.reps,
+        configs.iter().map(|c| c.label()).collect(),
+        results,
     );
-    println!(
-        "| prompt | category | {} |",
-        labels
-            .iter()
-            .map(|l| format!("{l} tok/s (speedup, acc, tok/step)"))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    );
-    println!("|---|---|{}", "---|".repeat(labels.len()));
-    for (cat, id, sums) in &rows {
-        let cells: Vec<String> = sums
-            .iter()
-            .map(|s| {
-                format!(
-                    "{:.1} ({:.2}x, {:.0}%, {:.2}){}",
-                    s.median_tok_per_s,
-                    s.speedup,
-                    100.0 * s.acceptance,
-                    s.tokens_per_step,
-                    if s.identical { "" } else { " DIFFERS" }
-                )
-            })
-            .collect();
-        println!("| {id} | {cat} | {} |", cells.join(" | "));
-    }
-    let cats = per_category(
-        &rows
-            .iter()
-            .map(|(c, _, s)| (c.clone(), s.clone()))
-            .collect::<Vec<_>>(),
-    );
-    println!("\n| category | {} |", labels.join(" | "));
-    println!("|---|{}", "---|".repeat(labels.len()));
-    for (cat, m) in &cats {
-        let cells: Vec<String> = labels
-            .iter()
-            .map(|l| format!("{:.2}x", m.get(l).copied().unwrap_or(0.0)))
-            .collect();
-        println!("| {cat} | {} |", cells.join(" | "));
-    }
+    println!("{}\n", report.header());
+    println!("{}", prompt_table(&report));
+    println!("{}", category_table(&report));
     if let Some(path) = &a.json {
-        let doc = serde_json::json!({"model": session.model.description(), "max_tokens": a.max_tokens, "threads": a.threads, "draft_max": a.draft_max, "reps": a.reps, "prompts": json_rows, "categories": cats});
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &a.chart {
+        std::fs::write(path, speedup_chart_svg(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !report.all_identical() {
+        bail!("some configuration's output differed from plain decoding (see the tables)");
     }
     Ok(())
 }
 
 fn calibrate_cmd(a: &BenchArgs) -> Result<()> {
-    const MAX_K: usize = 64;
+    let max_k = a.max_k;
+    if !(1..=512).contains(&max_k) {
+        bail!("--max-k must be in 1..=512");
+    }
     let cfg = SessionConfig {
         model: a.model.clone(),
         context: ContextParams {
-            n_ctx: a.ctx_size.max((a.depth + MAX_K + 16) as u32),
+            n_ctx: a.ctx_size.max((a.depth + max_k + 16) as u32),
             n_threads: a.threads,
             n_batch: 512,
             flash_attn: None,
@@ -470,7 +447,16 @@ fn calibrate_cmd(a: &BenchArgs) -> Result<()> {
         model_params: ModelParams::default(),
     };
     let mut session = Session::open(&cfg)?;
-    let curve = tandem::bench::calibrate(&mut session.ctx, a.depth, MAX_K, a.reps)?;
+    // Measure the lazy head wherever the model supports it (that is what decides Auto).
+    let head = session.head_for(HeadMode::Lazy).ok().flatten();
+    let curve = tandem::bench::calibrate(
+        &mut session.ctx,
+        head.as_deref(),
+        a.lazy_group,
+        a.depth,
+        max_k,
+        a.reps,
+    )?;
     println!(
         "model: {} | depth {}, {} threads, {} reps (medians)\n",
         session.model.description(),
@@ -478,15 +464,27 @@ fn calibrate_cmd(a: &BenchArgs) -> Result<()> {
         a.threads,
         a.reps
     );
-    println!("| k | ms | cost / 1 token | k / cost |");
-    println!("|---|---|---|---|");
+    println!(
+        "Cost of a k-token batch / one plain decoding step; k / cost = the oracle ceiling at draft length k-1.\n"
+    );
+    println!(
+        "| k | all logits ms | cost | k / cost | last-only ms | cost | k / cost | lazy head ms | cost | k / cost |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for p in &curve {
+        let lazy = match (p.lazy_ms, p.lazy_ratio) {
+            (Some(m), Some(r)) => format!("{m:.1} | {r:.2} | {:.2}", p.k as f64 / r),
+            _ => "- | - | -".into(),
+        };
         println!(
-            "| {} | {:.1} | {:.2} | {:.2} |",
+            "| {} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {lazy} |",
             p.k,
             p.median_ms,
             p.ratio,
-            p.k as f64 / p.ratio
+            p.k as f64 / p.ratio,
+            p.last_only_ms,
+            p.last_only_ratio,
+            p.k as f64 / p.last_only_ratio,
         );
     }
     if let Some(path) = &a.json {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::draft::{Drafter, NgramConfig, NgramDrafter, NoDrafter};
 use crate::engine::{self, EngineConfig, EngineError, Generation};
+use crate::head::{HeadError, OutputHead};
 use crate::models::{self, FetchError};
 use crate::target::{Context, ContextParams, Model, ModelParams, TargetError, Token};
 
@@ -16,8 +17,39 @@ pub enum SessionError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Head(#[from] HeadError),
     #[error("the prompt is empty")]
     EmptyPrompt,
+}
+
+/// Who computes the target's logits during verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadMode {
+    /// Tandem's lazy head where it pays (measured: large vocabularies), else llama.cpp.
+    #[default]
+    Auto,
+    /// llama.cpp computes logits for every verified position.
+    Llama,
+    /// Tandem's lazy head (an error if the model's head format is unsupported).
+    Lazy,
+}
+
+/// Vocabulary size from which the lazy head is used by default. Measured on this
+/// project's 2-core reference machine (README, "Lazy output head"): gemma3-270m (262,144)
+/// gains; for small vocabularies the head is a small share of a verification decode.
+pub const LAZY_HEAD_MIN_VOCAB: usize = 100_000;
+
+impl std::str::FromStr for HeadMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(HeadMode::Auto),
+            "llama" => Ok(HeadMode::Llama),
+            "lazy" => Ok(HeadMode::Lazy),
+            o => Err(format!("unknown head mode '{o}' (choose: auto, llama, lazy)")),
+        }
+    }
 }
 
 /// Which drafter to use. Plain data, parsed from `--draft`.
@@ -67,6 +99,8 @@ pub struct Session {
     pub model: Arc<Model>,
     pub ctx: Context,
     pub path: PathBuf,
+    threads: usize,
+    head: Option<Arc<OutputHead>>,
 }
 
 impl Session {
@@ -74,7 +108,13 @@ impl Session {
         let path = models::resolve(&cfg.model)?;
         let model = Arc::new(Model::load(&path, &cfg.model_params)?);
         let ctx = Context::new(model.clone(), &cfg.context)?;
-        Ok(Self { model, ctx, path })
+        Ok(Self {
+            model,
+            ctx,
+            path,
+            threads: cfg.context.n_threads.max(1) as usize,
+            head: None,
+        })
     }
 
     /// Tokenize a user prompt: through the model's chat template unless `raw` or the
@@ -83,15 +123,40 @@ impl Session {
         if prompt.trim().is_empty() {
             return Err(SessionError::EmptyPrompt);
         }
-        let text = if raw {
-            None
-        } else {
-            self.model.apply_chat_template(prompt)?
-        };
-        Ok(match text {
-            Some(t) => self.model.tokenize(&t, true, true)?,
-            None => self.model.tokenize(prompt, true, false)?,
-        })
+        Ok(self.model.prompt_tokens(prompt, raw)?)
+    }
+
+    /// Tandem's own output head for this model (read from the GGUF on first use).
+    pub fn lazy_head(&mut self) -> Result<Arc<OutputHead>, SessionError> {
+        if self.head.is_none() {
+            self.head = Some(Arc::new(OutputHead::load(
+                &self.path,
+                self.model.n_vocab(),
+                self.model.n_embd(),
+                self.threads,
+            )?));
+        }
+        Ok(self.head.clone().expect("just loaded"))
+    }
+
+    /// The head to verify with under `mode`: `Auto` picks the lazy head for large
+    /// vocabularies when the model's head format is supported, and llama.cpp otherwise.
+    pub fn head_for(&mut self, mode: HeadMode) -> Result<Option<Arc<OutputHead>>, SessionError> {
+        match mode {
+            HeadMode::Llama => Ok(None),
+            HeadMode::Lazy => self.lazy_head().map(Some),
+            HeadMode::Auto if self.model.n_vocab() >= LAZY_HEAD_MIN_VOCAB => {
+                match self.lazy_head() {
+                    Ok(h) => Ok(Some(h)),
+                    Err(SessionError::Head(e)) => {
+                        tracing::info!("lazy head not used: {e}");
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            HeadMode::Auto => Ok(None),
+        }
     }
 
     pub fn generate(

@@ -41,8 +41,14 @@ struct Divergence {
 /// `exact_batch`: largest verification batch known to be bit-identical to single-token
 /// decoding for this model and mode (0 = none).
 fn check_model(name: &str, exact: bool, exact_batch: usize, eps: f32) {
+    check_model_with(name, exact, exact_batch, eps, false)
+}
+
+/// `lazy`: verify through Tandem's own output head (the baseline stays llama.cpp's).
+fn check_model_with(name: &str, exact: bool, exact_batch: usize, eps: f32, lazy: bool) {
     let _guard = exclusive();
     let m = model(name, !exact);
+    let lazy_head = lazy.then(|| head(&m));
     let mut ctx = context(&m, 2048);
     let base_cfg = EngineConfig {
         draft_max: 0,
@@ -68,6 +74,8 @@ fn check_model(name: &str, exact: bool, exact_batch: usize, eps: f32) {
             let cfg = EngineConfig {
                 draft_max: k,
                 check_kv: true,
+                lazy_head: lazy_head.clone(),
+                lazy_group: k.min(3),
                 ..EngineConfig::default()
             };
             let d = NgramDrafter::new(NgramConfig { n_max: 4, n_min: 1 });
@@ -79,6 +87,7 @@ fn check_model(name: &str, exact: bool, exact_batch: usize, eps: f32) {
             let cfg = EngineConfig {
                 draft_max: replay_k,
                 check_kv: true,
+                lazy_head: lazy_head.clone(),
                 ..EngineConfig::default()
             };
             let d = replay(base.tokens.clone(), toks.len(), corrupt);
@@ -113,7 +122,7 @@ fn check_model(name: &str, exact: bool, exact_batch: usize, eps: f32) {
         }
     }
     eprintln!(
-        "{name} (exact={exact}): {runs} speculative runs, {accepted} draft tokens accepted, {} diverged: {divergences:?}",
+        "{name} (exact={exact}, lazy={lazy}): {runs} speculative runs, {accepted} draft tokens accepted, {} diverged: {divergences:?}",
         divergences.len()
     );
     assert!(
@@ -153,4 +162,14 @@ fn gemma3_greedy_diverges_only_at_near_ties() {
 #[test]
 fn gemma3_exact_mode_is_bit_identical_up_to_batch_7() {
     check_model("gemma3-270m", true, 7, NEAR_TIE_EXACT);
+}
+
+#[test]
+fn gemma3_lazy_head_diverges_only_at_near_ties() {
+    check_model_with("gemma3-270m", false, 1, NEAR_TIE, true);
+}
+
+#[test]
+fn gemma3_lazy_head_exact_mode_is_bit_identical_up_to_batch_7() {
+    check_model_with("gemma3-270m", true, 7, NEAR_TIE_EXACT, true);
 }

@@ -42,6 +42,49 @@ pub enum Outputs {
     All,
     /// Only the last position (prompt prefill, plain decoding).
     Last,
+    /// No logits: the final-norm hidden state of every position, for Tandem's own output
+    /// head (the graph stops before llama.cpp's head; see [`Context::hidden`]).
+    Hidden,
+}
+
+/// Where the eval callback puts the final-norm hidden states (`result_norm`). Boxed so its
+/// address is stable for llama.cpp's callback.
+struct HiddenCapture {
+    /// Capture during the current decode (only `Outputs::Hidden` decodes).
+    active: bool,
+    /// Rows captured by the current decode.
+    rows: usize,
+    data: Vec<f32>,
+}
+
+/// ggml's scheduler calls this for every graph node: first asking whether we want the node
+/// (`ask`), then, for nodes we want, after computing up to it. Returning `false` then stops
+/// the rest of the graph: everything after `result_norm` is the output head, which the lazy
+/// head computes itself. The KV cache has been written by then.
+unsafe extern "C" fn capture_hidden(
+    t: *mut sys::ggml_tensor,
+    ask: bool,
+    user: *mut std::ffi::c_void,
+) -> bool {
+    // SAFETY: user is the context's boxed HiddenCapture (outlives the context); t is a
+    // valid tensor for the duration of the call.
+    let cap = unsafe { &mut *(user as *mut HiddenCapture) };
+    if !cap.active {
+        return false;
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr((*t).name.as_ptr()) };
+    // Only result_norm is wanted, so only it is ever reported with ask == false.
+    if ask || name.to_bytes() != b"result_norm" {
+        return ask && name.to_bytes() == b"result_norm";
+    }
+    // SAFETY: a computed f32 tensor [n_embd, rows] on the CPU backend.
+    unsafe {
+        let n = sys::ggml_nelements(t) as usize;
+        cap.data.resize(n, 0.0);
+        sys::ggml_backend_tensor_get(t, cap.data.as_mut_ptr() as *mut std::ffi::c_void, 0, n * 4);
+        cap.rows = (*t).ne[1] as usize;
+    }
+    false
 }
 
 /// One sequence's llama.cpp context. Not `Sync`: one decode at a time.
@@ -55,6 +98,7 @@ pub struct Context {
     n_outputs: usize,
     /// Batch index of output row 0 (llama.cpp addresses logits by batch index).
     first_output: usize,
+    capture: Box<HiddenCapture>,
     model: Arc<Model>,
 }
 
@@ -66,6 +110,11 @@ impl Context {
     pub fn new(model: Arc<Model>, params: &ContextParams) -> Result<Self> {
         let n_ctx = params.n_ctx.max(16);
         let n_batch = params.n_batch.clamp(1, n_ctx);
+        let mut capture = Box::new(HiddenCapture {
+            active: false,
+            rows: 0,
+            data: Vec::new(),
+        });
         // SAFETY: default params are plain data; model is valid for the context's lifetime
         // (we hold an Arc to it).
         let ctx = unsafe {
@@ -77,6 +126,8 @@ impl Context {
             cp.n_threads = params.n_threads;
             cp.n_threads_batch = params.n_threads;
             cp.no_perf = true;
+            cp.cb_eval = Some(capture_hidden);
+            cp.cb_eval_user_data = &mut *capture as *mut HiddenCapture as *mut std::ffi::c_void;
             // Sliding-window models (Gemma 3) must keep their whole window history so that
             // rolling back rejected draft tokens never leaves a hole in the window.
             cp.swa_full = true;
@@ -104,6 +155,7 @@ impl Context {
             n_vocab,
             n_outputs: 0,
             first_output: 0,
+            capture,
             model,
         })
     }
@@ -139,6 +191,7 @@ impl Context {
             return Err(TargetError::ContextFull { n_ctx: self.n_ctx });
         }
         let n_chunks = tokens.len().div_ceil(self.n_batch);
+        self.capture.rows = 0;
         for (ci, chunk) in tokens.chunks(self.n_batch).enumerate() {
             let last_chunk = ci + 1 == n_chunks;
             let pos0 = start_pos + ci * self.n_batch;
@@ -150,21 +203,28 @@ impl Context {
                     *self.batch.pos.add(i) = (pos0 + i) as i32;
                     *self.batch.n_seq_id.add(i) = 1;
                     *(*self.batch.seq_id.add(i)) = 0;
-                    let want = last_chunk && (outputs == Outputs::All || i + 1 == chunk.len());
+                    let want = last_chunk && (outputs != Outputs::Last || i + 1 == chunk.len());
                     *self.batch.logits.add(i) = want as i8;
                 }
                 self.batch.n_tokens = chunk.len() as i32;
             }
+            self.capture.active = last_chunk && outputs == Outputs::Hidden;
             // SAFETY: valid context and a fully initialised batch.
             let rc = unsafe { sys::llama_decode(self.ctx, self.batch) };
+            self.capture.active = false;
             if rc != 0 {
                 return Err(TargetError::Decode(rc));
             }
             if last_chunk {
-                (self.n_outputs, self.first_output) = if outputs == Outputs::All {
-                    (chunk.len(), 0)
-                } else {
-                    (1, chunk.len() - 1)
+                (self.n_outputs, self.first_output) = match outputs {
+                    Outputs::All => (chunk.len(), 0),
+                    Outputs::Last => (1, chunk.len() - 1),
+                    Outputs::Hidden => {
+                        if self.capture.rows != chunk.len() {
+                            return Err(TargetError::NoHidden);
+                        }
+                        (0, 0)
+                    }
                 };
             }
         }
@@ -186,6 +246,14 @@ impl Context {
             assert!(!p.is_null(), "llama.cpp has no logits for row {i}");
             std::slice::from_raw_parts(p, self.n_vocab)
         }
+    }
+
+    /// Final-norm hidden state of position `i` of the last [`Outputs::Hidden`] decode (the
+    /// input of the output head). Valid until the next decode.
+    pub fn hidden(&self, i: usize) -> &[f32] {
+        let n = self.model.n_embd();
+        assert!(i < self.capture.rows, "hidden row {i} of {}", self.capture.rows);
+        &self.capture.data[i * n..(i + 1) * n]
     }
 
     /// Number of logit rows available from the last decode.

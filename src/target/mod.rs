@@ -34,6 +34,8 @@ pub enum TargetError {
     PromptTooLong { n_prompt: usize, n_ctx: usize },
     #[error("the context is full ({n_ctx} tokens)")]
     ContextFull { n_ctx: usize },
+    #[error("llama.cpp's graph for this model has no result_norm node: the lazy head cannot be used")]
+    NoHidden,
     #[error("llama_decode failed with status {0}")]
     Decode(i32),
     #[error("KV-cache rollback (seq_rm from position {0}) was refused by llama.cpp")]

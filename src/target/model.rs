@@ -225,6 +225,20 @@ impl Model {
         }
     }
 
+    /// Tokenize a user prompt the way a chat front end would: through the model's chat
+    /// template unless `raw` or the model has none (then as plain text with BOS).
+    pub fn prompt_tokens(&self, prompt: &str, raw: bool) -> Result<Vec<Token>> {
+        let templated = if raw {
+            None
+        } else {
+            self.apply_chat_template(prompt)?
+        };
+        match templated {
+            Some(t) => self.tokenize(&t, true, true),
+            None => self.tokenize(prompt, true, false),
+        }
+    }
+
     /// Render a single user turn with the model's own chat template, ending with the
     /// assistant's opening tag. `None` if the model has no template.
     pub fn apply_chat_template(&self, user: &str) -> Result<Option<String>> {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tandem::draft::{Drafter, OracleDrafter};
 use tandem::engine::{EngineConfig, Generation, generate};
+use tandem::head::OutputHead;
 use tandem::models;
 use tandem::target::{Context, ContextParams, Model, ModelParams, Token};
 
@@ -44,6 +45,27 @@ pub fn model(name: &str, repack: bool) -> Arc<Model> {
     m
 }
 
+/// Tandem's own output head for a model, loaded once per (model path).
+pub fn head(model: &Arc<Model>) -> Arc<OutputHead> {
+    static CACHE: OnceLock<Mutex<Vec<(String, Arc<OutputHead>)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
+    let mut c = cache.lock().unwrap();
+    if let Some((_, h)) = c.iter().find(|(p, _)| p == model.path()) {
+        return h.clone();
+    }
+    let h = Arc::new(
+        OutputHead::load(
+            std::path::Path::new(model.path()),
+            model.n_vocab(),
+            model.n_embd(),
+            2,
+        )
+        .expect("lazy head"),
+    );
+    c.push((model.path().to_string(), h.clone()));
+    h
+}
+
 pub fn context(model: &Arc<Model>, n_ctx: u32) -> Context {
     Context::new(
         model.clone(),
@@ -58,10 +80,7 @@ pub fn context(model: &Arc<Model>, n_ctx: u32) -> Context {
 }
 
 pub fn prompt_tokens(model: &Model, prompt: &str) -> Vec<Token> {
-    match model.apply_chat_template(prompt).unwrap() {
-        Some(t) => model.tokenize(&t, true, true).unwrap(),
-        None => model.tokenize(prompt, true, false).unwrap(),
-    }
+    model.prompt_tokens(prompt, false).unwrap()
 }
 
 pub fn run(

@@ -5,12 +5,18 @@
 //! every committed token except the newest, which is fed as the first row of the next
 //! verification batch).
 
+mod rows;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rows::RoundRows;
+
 use crate::draft::{Draft, Drafter};
+use crate::head::OutputHead;
 use crate::sampling::{Dist, Rng, SamplingConfig, argmax, argmax_margin};
 use crate::target::{Context, Outputs, TargetError, Token};
-use crate::verify::{greedy_check, sampling_check};
+use crate::verify::sampling_check;
 
 /// Per-request settings. Plain data.
 #[derive(Debug, Clone)]
@@ -22,6 +28,12 @@ pub struct EngineConfig {
     pub check_kv: bool,
     /// Record the target's top-2 logit margin for every emitted token (greedy only; tests).
     pub record_margins: bool,
+    /// Tandem's own output head: verification decodes stop at the final norm and logits
+    /// are computed only for the positions the acceptance check reaches. `None`: llama.cpp
+    /// computes logits for every position.
+    pub lazy_head: Option<Arc<OutputHead>>,
+    /// Positions per lazy-head pass in greedy verification.
+    pub lazy_group: usize,
 }
 
 impl Default for EngineConfig {
@@ -31,6 +43,8 @@ impl Default for EngineConfig {
             sampling: SamplingConfig::greedy(),
             check_kv: false,
             record_margins: false,
+            lazy_head: None,
+            lazy_group: 4,
         }
     }
 }
@@ -76,6 +90,8 @@ pub struct Stats {
     pub draft: Duration,
     /// Target decode time of verification batches.
     pub verify: Duration,
+    /// Part of `verify` spent in Tandem's lazy output head.
+    pub head: Duration,
     /// Everything else in the loop (acceptance checks, sampling, bookkeeping, callbacks).
     pub overhead: Duration,
     pub total: Duration,
@@ -186,6 +202,7 @@ pub fn generate(
     let mut batch: Vec<Token> = Vec::with_capacity(cfg.draft_max + 1);
     let mut p = Dist::default();
     let mut emit: Vec<Token> = Vec::with_capacity(cfg.draft_max + 1);
+    let mut logit_bufs: Vec<Vec<f32>> = Vec::new();
 
     // The first token comes from the prompt's last logits.
     let first = pick(ctx.logits(0), &cfg.sampling, &mut rng, &mut p, greedy);
@@ -248,19 +265,33 @@ pub fn generate(
         batch.clear();
         batch.push(history[pos]);
         batch.extend_from_slice(&draft.tokens);
+        // The lazy head only pays when there is a draft to check.
+        let head = cfg.lazy_head.as_deref().filter(|_| !draft.is_empty());
         let tv = Instant::now();
-        ctx.decode(&batch, pos, Outputs::All)?;
+        ctx.decode(
+            &batch,
+            pos,
+            if head.is_some() {
+                Outputs::Hidden
+            } else {
+                Outputs::All
+            },
+        )?;
         stats.verify += tv.elapsed();
 
         // Accept the longest agreeing prefix; the row after it gives the next token.
+        let mut rows = RoundRows::new(ctx, head, batch.len(), cfg.lazy_group, &mut logit_bufs);
         let mut n_acc = 0;
         let mut next = None;
         for (i, &x) in draft.tokens.iter().enumerate() {
-            let row = ctx.logits(i);
+            if cfg.record_margins && greedy {
+                margins.push(argmax_margin(rows.logits(i)).1);
+            }
             let verdict = if greedy {
-                greedy_check(row, x)
+                let t = rows.argmax(i);
+                if t == x { Ok(()) } else { Err(t) }
             } else {
-                cfg.sampling.distribution_into(row, &mut p);
+                cfg.sampling.distribution_into(rows.logits(i), &mut p);
                 let point;
                 let q = match &draft.q[i] {
                     Some(q) => q,
@@ -271,9 +302,6 @@ pub fn generate(
                 };
                 sampling_check(&p, q, x, &mut rng)
             };
-            if cfg.record_margins && greedy {
-                margins.push(argmax_margin(row).1);
-            }
             match verdict {
                 Ok(()) => {
                     emit.push(x);
@@ -288,13 +316,18 @@ pub fn generate(
         let next = match next {
             Some(t) => t,
             None => {
-                let row = ctx.logits(n_acc);
                 if cfg.record_margins && greedy {
-                    margins.push(argmax_margin(row).1);
+                    margins.push(argmax_margin(rows.logits(n_acc)).1);
                 }
-                pick(row, &cfg.sampling, &mut rng, &mut p, greedy)
+                if greedy {
+                    rows.argmax(n_acc)
+                } else {
+                    pick(rows.logits(n_acc), &cfg.sampling, &mut rng, &mut p, false)
+                }
             }
         };
+        stats.head += rows.head_time;
+        stats.verify += rows.head_time;
         emit.push(next);
         stats.record_round(draft.len(), n_acc);
         drafter.accept(n_acc);

@@ -1,0 +1,299 @@
+//! The benchmark harness: every configuration run on the same prompts, interleaved
+//! (A B C A B C …) so machine noise hits all alike, medians over repetitions, and every
+//! output checked against the plain-decoding baseline.
+
+mod calibrate;
+mod chart;
+mod report;
+mod stats;
+
+pub use calibrate::{CostPoint, calibrate};
+pub use chart::speedup_chart_svg;
+pub use report::{PromptResult, Report, category_table, prompt_table};
+pub use stats::{CategorySummary, Summary, median, per_category, set_oracle_fractions, summarize};
+
+use crate::draft::{NgramConfig, OracleDrafter};
+use crate::engine::EngineConfig;
+use crate::session::{DraftSpec, Session, SessionError};
+use crate::target::{Token, llama_spec_generate};
+
+/// One prompt of a suite (JSONL: {"id", "category", "prompt", "raw"}).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BenchPrompt {
+    pub id: String,
+    pub category: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub raw: bool,
+}
+
+pub fn load_prompts(path: &std::path::Path) -> Result<Vec<BenchPrompt>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// A configuration under test: Tandem with a drafter, or llama.cpp's own loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BenchConfig {
+    /// A Tandem drafter; `true`: verified through the lazy head (label suffix `+lazy`).
+    Tandem(DraftSpec, bool),
+    /// Replays the baseline's own output at zero cost: the ceiling (`oracle`, `oracle+lazy`).
+    Oracle(bool),
+    /// llama.cpp's speculative loop with these `common_speculative` types ("none" = plain).
+    Llama(String),
+}
+
+impl BenchConfig {
+    /// The baseline every other configuration is compared with.
+    pub fn baseline() -> Self {
+        BenchConfig::Tandem(DraftSpec::None, false)
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(t) = s.strip_prefix("llama:") {
+            return Ok(BenchConfig::Llama(t.to_string()));
+        }
+        let (name, lazy) = match s.strip_suffix("+lazy") {
+            Some(n) => (n, true),
+            None => (s, false),
+        };
+        if name == "oracle" {
+            return Ok(BenchConfig::Oracle(lazy));
+        }
+        name.parse().map(|d| BenchConfig::Tandem(d, lazy))
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            BenchConfig::Tandem(d, lazy) => format!("{}{}", d.name(), lazy_suffix(*lazy)),
+            BenchConfig::Oracle(lazy) => format!("oracle{}", lazy_suffix(*lazy)),
+            BenchConfig::Llama(t) => format!("llama:{t}"),
+        }
+    }
+}
+
+fn lazy_suffix(lazy: bool) -> &'static str {
+    if lazy { "+lazy" } else { "" }
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunResult {
+    pub tokens: usize,
+    /// Generation-phase tokens per second (prefill excluded).
+    pub tok_per_s: f64,
+    pub rounds: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+    pub draft_s: f64,
+    pub verify_s: f64,
+    /// Generation time not spent drafting or verifying (acceptance, sampling, bookkeeping).
+    pub overhead_s: f64,
+    pub gen_s: f64,
+    /// Rounds whose draft reached position i / kept it (empty where unknown: llama.cpp).
+    pub drafted_at: Vec<usize>,
+    pub accepted_at: Vec<usize>,
+}
+
+/// Run one configuration on one prompt. `reference` is the baseline's output (the oracle
+/// replays it).
+pub fn run_one(
+    session: &mut Session,
+    cfg: &BenchConfig,
+    prompt: &[Token],
+    n: usize,
+    draft_max: usize,
+    ngram: &NgramConfig,
+    lazy_group: usize,
+    reference: Option<&[Token]>,
+) -> Result<(Vec<Token>, RunResult), SessionError> {
+    match cfg {
+        BenchConfig::Tandem(_, lazy) | BenchConfig::Oracle(lazy) => {
+            let (mut d, k): (Box<dyn crate::draft::Drafter>, usize) = match cfg {
+                BenchConfig::Tandem(DraftSpec::None, _) => (DraftSpec::None.build(), 0),
+                BenchConfig::Tandem(DraftSpec::Ngram(_), _) => {
+                    (DraftSpec::Ngram(ngram.clone()).build(), draft_max)
+                }
+                _ => {
+                    let reference = reference.unwrap_or_default().to_vec();
+                    (
+                        Box::new(OracleDrafter::new(reference, prompt.len())),
+                        draft_max,
+                    )
+                }
+            };
+            let ecfg = EngineConfig {
+                draft_max: k,
+                lazy_head: if *lazy {
+                    Some(session.lazy_head()?)
+                } else {
+                    None
+                },
+                lazy_group,
+                ..Default::default()
+            };
+            let g = session.generate(prompt, n, d.as_mut(), &ecfg, &mut |_| true)?;
+            let s = &g.stats;
+            let gen_s = (s.total - s.prefill).as_secs_f64();
+            let r = RunResult {
+                tokens: s.n_generated,
+                tok_per_s: s.tokens_per_s(),
+                rounds: s.rounds,
+                drafted: s.drafted,
+                accepted: s.accepted,
+                draft_s: s.draft.as_secs_f64(),
+                verify_s: s.verify.as_secs_f64(),
+                overhead_s: (gen_s - s.draft.as_secs_f64() - s.verify.as_secs_f64()).max(0.0),
+                gen_s,
+                drafted_at: s.drafted_at.clone(),
+                accepted_at: s.accepted_at.clone(),
+            };
+            Ok((g.tokens, r))
+        }
+        BenchConfig::Llama(types) => {
+            let (toks, s) = llama_spec_generate(&mut session.ctx, prompt, n, types, draft_max)?;
+            let gen_s = s.t_total_s - s.t_prefill_s;
+            let r = RunResult {
+                tokens: s.n_generated as usize,
+                tok_per_s: if gen_s > 0.0 {
+                    s.n_generated as f64 / gen_s
+                } else {
+                    0.0
+                },
+                rounds: s.n_rounds as usize,
+                drafted: s.n_drafted as usize,
+                accepted: s.n_accepted as usize,
+                draft_s: s.t_draft_s,
+                verify_s: s.t_verify_s,
+                overhead_s: (gen_s - s.t_draft_s - s.t_verify_s).max(0.0),
+                gen_s,
+                drafted_at: Vec::new(),
+                accepted_at: Vec::new(),
+            };
+            Ok((toks, r))
+        }
+    }
+}
+
+/// Settings of a suite run. Plain data.
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    pub max_tokens: usize,
+    pub reps: usize,
+    pub draft_max: usize,
+    pub ngram: NgramConfig,
+    /// Positions per lazy-head pass (`+lazy` configurations).
+    pub lazy_group: usize,
+}
+
+/// Keep at most `n` prompts of each category, in file order.
+pub fn limit_per_category(prompts: Vec<BenchPrompt>, n: usize) -> Vec<BenchPrompt> {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    prompts
+        .into_iter()
+        .filter(|p| {
+            let c = seen.entry(p.category.clone()).or_default();
+            *c += 1;
+            *c <= n
+        })
+        .collect()
+}
+
+/// Run every configuration on every prompt, repetitions interleaved (A B C A B C …),
+/// the first configuration being the baseline whose first output is the reference (the
+/// oracle replays it; every other output is compared with it). `progress` is called once
+/// per run with the prompt id and configuration label.
+pub fn run_suite(
+    session: &mut Session,
+    prompts: &[BenchPrompt],
+    configs: &[BenchConfig],
+    opts: &SuiteOptions,
+    progress: &mut dyn FnMut(&str, &str),
+) -> Result<Vec<PromptResult>, SessionError> {
+    assert_eq!(
+        configs.first(),
+        Some(&BenchConfig::baseline()),
+        "baseline first"
+    );
+    let mut out = Vec::with_capacity(prompts.len());
+    for p in prompts {
+        let toks = session.prompt_tokens(&p.prompt, p.raw)?;
+        let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); configs.len()];
+        let mut identical = vec![true; configs.len()];
+        let mut reference: Option<Vec<Token>> = None;
+        for _ in 0..opts.reps {
+            for (ci, c) in configs.iter().enumerate() {
+                progress(&p.id, &c.label());
+                let (tokens, r) = run_one(
+                    session,
+                    c,
+                    &toks,
+                    opts.max_tokens,
+                    opts.draft_max,
+                    &opts.ngram,
+                    opts.lazy_group,
+                    reference.as_deref(),
+                )?;
+                match &reference {
+                    None => reference = Some(tokens),
+                    Some(rf) => identical[ci] &= *rf == tokens,
+                }
+                runs[ci].push(r);
+            }
+        }
+        let base = median(&runs[0].iter().map(|r| r.tok_per_s).collect::<Vec<_>>());
+        let mut summaries: Vec<Summary> = configs
+            .iter()
+            .zip(&runs)
+            .zip(&identical)
+            .map(|((c, r), &same)| summarize(&c.label(), r, base, same))
+            .collect();
+        set_oracle_fractions(&mut summaries);
+        out.push(PromptResult {
+            id: p.id.clone(),
+            category: p.category.clone(),
+            summaries,
+            runs,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_parse() {
+        assert_eq!(
+            BenchConfig::parse("llama:ngram-mod").unwrap(),
+            BenchConfig::Llama("ngram-mod".into())
+        );
+        assert_eq!(BenchConfig::parse("none").unwrap(), BenchConfig::baseline());
+        assert_eq!(BenchConfig::parse("oracle").unwrap(), BenchConfig::Oracle(false));
+        assert_eq!(BenchConfig::parse("oracle+lazy").unwrap(), BenchConfig::Oracle(true));
+        let c = BenchConfig::parse("ngram+lazy").unwrap();
+        assert_eq!(c.label(), "ngram+lazy");
+        assert!(BenchConfig::parse("bogus+lazy").is_err());
+        assert!(BenchConfig::parse("bogus").is_err());
+    }
+
+    #[test]
+    fn per_category_limit_keeps_file_order() {
+        let p = |id: &str, c: &str| BenchPrompt {
+            id: id.into(),
+            category: c.into(),
+            prompt: "x".into(),
+            raw: false,
+        };
+        let kept = limit_per_category(vec![p("a", "x"), p("b", "y"), p("c", "x"), p("d", "x")], 2);
+        let ids: Vec<&str> = kept.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+    }
+}

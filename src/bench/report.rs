@@ -1,0 +1,150 @@
+//! A bench run's results as one value, and its renderings: Markdown tables and JSON.
+//! The chart (chart.rs) reads the same value, so table, JSON and chart always agree.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::RunResult;
+use super::stats::{CategorySummary, Summary, per_category};
+
+/// One prompt's results.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PromptResult {
+    pub id: String,
+    pub category: String,
+    /// One per configuration, in `Report::configs` order (the baseline first).
+    pub summaries: Vec<Summary>,
+    /// Every repetition of every configuration, same order.
+    pub runs: Vec<Vec<RunResult>>,
+}
+
+/// Everything one `tandem bench` run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub model: String,
+    pub max_tokens: usize,
+    pub threads: i32,
+    pub draft_max: usize,
+    pub reps: usize,
+    pub configs: Vec<String>,
+    pub prompts: Vec<PromptResult>,
+    pub categories: BTreeMap<String, BTreeMap<String, CategorySummary>>,
+}
+
+impl Report {
+    pub fn new(
+        model: String,
+        max_tokens: usize,
+        threads: i32,
+        draft_max: usize,
+        reps: usize,
+        configs: Vec<String>,
+        prompts: Vec<PromptResult>,
+    ) -> Self {
+        let rows: Vec<(String, Vec<Summary>)> = prompts
+            .iter()
+            .map(|p| (p.category.clone(), p.summaries.clone()))
+            .collect();
+        let categories = per_category(&rows);
+        Self {
+            model,
+            max_tokens,
+            threads,
+            draft_max,
+            reps,
+            configs,
+            prompts,
+            categories,
+        }
+    }
+
+    /// Whether every configuration reproduced the baseline's output on every prompt.
+    pub fn all_identical(&self) -> bool {
+        self.prompts
+            .iter()
+            .all(|p| p.summaries.iter().all(|s| s.identical))
+    }
+
+    pub fn header(&self) -> String {
+        format!(
+            "model: {} | {} tokens, greedy, {} threads, draft-max {}, {} reps (medians)",
+            self.model, self.max_tokens, self.threads, self.draft_max, self.reps
+        )
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", 100.0 * x)
+}
+
+/// Per prompt: tok/s, speedup, oracle fraction, acceptance, tokens per step, and the
+/// draft/verify/overhead split of generation time.
+pub fn prompt_table(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| prompt | category | config | tok/s | speedup | of oracle | acceptance | by position | tok/step | draft/verify/other | same output |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for p in &r.prompts {
+        for s in &p.summaries {
+            let by_pos = s
+                .acceptance_at
+                .iter()
+                .map(|&a| format!("{:.0}", 100.0 * a))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} | {:.2}x | {} | {} | {} | {:.2} | {}/{}/{} | {} |",
+                p.id,
+                p.category,
+                s.config,
+                s.median_tok_per_s,
+                s.speedup,
+                s.oracle_fraction.map(pct).unwrap_or_else(|| "-".into()),
+                pct(s.acceptance),
+                if by_pos.is_empty() {
+                    "-".into()
+                } else {
+                    by_pos
+                },
+                s.tokens_per_step,
+                pct(s.draft_share),
+                pct(s.verify_share),
+                pct(s.overhead_share),
+                if s.identical { "yes" } else { "**NO**" },
+            );
+        }
+    }
+    out
+}
+
+/// Per category: median speedup of every configuration (with its share of the oracle's
+/// speedup where the oracle ran).
+pub fn category_table(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| category | {} |", r.configs.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(r.configs.len()));
+    for (cat, m) in &r.categories {
+        let cells: Vec<String> = r
+            .configs
+            .iter()
+            .map(|c| match m.get(c) {
+                None => "-".into(),
+                Some(cs) => {
+                    let mut cell = format!("{:.2}x", cs.speedup);
+                    if let (Some(f), false) = (cs.oracle_fraction, c == "oracle") {
+                        let _ = write!(cell, " ({})", pct(f));
+                    }
+                    if !cs.identical {
+                        cell.push_str(" **DIFFERS**");
+                    }
+                    cell
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "| {cat} | {} |", cells.join(" | "));
+    }
+    out
+}

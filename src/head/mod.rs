@@ -1,0 +1,217 @@
+//! The target's output head computed by Tandem itself ("lazy head").
+//!
+//! On a CPU, a verification batch spends most of its time in the output head when the
+//! vocabulary is large (gemma3: 262,144 × 640), and llama.cpp computes it for every draft
+//! position although greedy verification stops at the first rejection. With the lazy head,
+//! the target's decode stops after the final norm (see `Outputs::Hidden`) and the engine
+//! asks this module for logits (or just the argmax) position by position, only as far as
+//! the draft survives. Each weight block is loaded once per group of positions, and the
+//! arithmetic reproduces ggml's bit for bit (see `q8`).
+
+pub mod q8;
+
+use std::path::Path;
+
+use crate::gguf::{GgmlType, Gguf, GgufError};
+use crate::target::Token;
+use q8::{Q8Rows, QK};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{0}: no output head tensor (output.weight or token_embd.weight)")]
+    NoHead(String),
+    #[error("{path}: output head is {ty:?}; the lazy head supports Q8_0 only")]
+    UnsupportedType { path: String, ty: GgmlType },
+    #[error("{path}: output head is {rows}x{cols}, the model reports {n_vocab}x{n_embd}")]
+    Shape {
+        path: String,
+        rows: u64,
+        cols: u64,
+        n_vocab: usize,
+        n_embd: usize,
+    },
+    #[error("{path}: the output head has extra scaling ({what}) that the lazy head does not reproduce")]
+    Unsupported { path: String, what: String },
+}
+
+/// The output projection, held in Q8_0 as the model stores it.
+pub struct OutputHead {
+    n_embd: usize,
+    n_vocab: usize,
+    nb: usize,
+    w: Q8Rows,
+    softcap: Option<f32>,
+    threads: usize,
+}
+
+impl std::fmt::Debug for OutputHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputHead")
+            .field("n_embd", &self.n_embd)
+            .field("n_vocab", &self.n_vocab)
+            .field("softcap", &self.softcap)
+            .finish()
+    }
+}
+
+impl OutputHead {
+    /// Read the head from the model's GGUF: `output.weight`, or the tied `token_embd.weight`.
+    pub fn load(
+        path: &Path,
+        n_vocab: usize,
+        n_embd: usize,
+        threads: usize,
+    ) -> Result<Self, HeadError> {
+        let p = path.display().to_string();
+        let g = Gguf::open(path)?;
+        let name = ["output.weight", "token_embd.weight"]
+            .into_iter()
+            .find(|n| g.tensor(n).is_some())
+            .ok_or_else(|| HeadError::NoHead(p.clone()))?;
+        if g.tensor("output.scale").is_some() || g.tensor("output_s.weight").is_some() {
+            return Err(HeadError::Unsupported {
+                path: p,
+                what: "an output scale tensor".into(),
+            });
+        }
+        let arch = g.arch().unwrap_or("").to_string();
+        if let Some(s) = g.get_float(&format!("{arch}.logit_scale")) {
+            if s != 1.0 {
+                return Err(HeadError::Unsupported {
+                    path: p,
+                    what: format!("logit_scale {s}"),
+                });
+            }
+        }
+        let softcap = g
+            .get_float(&format!("{arch}.final_logit_softcapping"))
+            .filter(|&c| c != 0.0)
+            .map(|c| c as f32);
+        let t = g.tensor(name).expect("checked");
+        let (cols, rows) = (t.dims[0], t.dims.get(1).copied().unwrap_or(1));
+        if t.dims.len() != 2 || rows != n_vocab as u64 || cols != n_embd as u64 {
+            return Err(HeadError::Shape {
+                path: p,
+                rows,
+                cols,
+                n_vocab,
+                n_embd,
+            });
+        }
+        let (ty, bytes) = g.read_tensor(name)?;
+        if ty != GgmlType::Q8_0 {
+            return Err(HeadError::UnsupportedType { path: p, ty });
+        }
+        Ok(Self {
+            n_embd,
+            n_vocab,
+            nb: n_embd / QK,
+            w: q8::from_ggml_blocks(&bytes),
+            softcap,
+            threads: threads.max(1),
+        })
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+
+    fn quantize(&self, hidden: &[&[f32]]) -> Vec<Q8Rows> {
+        hidden
+            .iter()
+            .map(|h| {
+                assert_eq!(h.len(), self.n_embd, "hidden state width");
+                let mut q = Q8Rows::default();
+                q8::quantize_row(h, &mut q);
+                q
+            })
+            .collect()
+    }
+
+    #[inline]
+    fn cap(&self, x: f32) -> f32 {
+        match self.softcap {
+            None => x,
+            Some(c) => (x * (1.0 / c)).tanh() * c,
+        }
+    }
+
+    /// Run `f(first_row, rows, xs)` over the vocabulary split across threads.
+    fn par_rows<R: Send>(&self, f: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
+        let t = self.threads.min(self.n_vocab.max(1));
+        let chunk = self.n_vocab.div_ceil(t);
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..t)
+                .map(|i| {
+                    let f = &f;
+                    let lo = i * chunk;
+                    let hi = ((i + 1) * chunk).min(self.n_vocab);
+                    s.spawn(move || f(lo, hi))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("head worker")).collect()
+        })
+    }
+
+    /// Greedy tokens (first index of the maximum) and their logits for each hidden state,
+    /// without materialising the logit vectors.
+    pub fn argmax(&self, hidden: &[&[f32]]) -> Vec<(Token, f32)> {
+        let xs = self.quantize(hidden);
+        let refs: Vec<&Q8Rows> = xs.iter().collect();
+        let m = refs.len();
+        let parts = self.par_rows(|lo, hi| {
+            let mut best = vec![(0usize, f32::NEG_INFINITY); m];
+            let mut out = vec![0.0f32; m];
+            for r in lo..hi {
+                let qs = &self.w.qs[r * self.n_embd..(r + 1) * self.n_embd];
+                let d = &self.w.d[r * self.nb..(r + 1) * self.nb];
+                q8::dot_row(qs, d, &refs, &mut out);
+                for (b, &v) in best.iter_mut().zip(&out) {
+                    if v > b.1 {
+                        *b = (r, v);
+                    }
+                }
+            }
+            best
+        });
+        (0..m)
+            .map(|j| {
+                // Parts are in row order: a later part wins only with a strictly larger value.
+                let (r, v) = parts.iter().map(|p| p[j]).fold(
+                    (0usize, f32::NEG_INFINITY),
+                    |a, b| if b.1 > a.1 { b } else { a },
+                );
+                (r as Token, self.cap(v))
+            })
+            .collect()
+    }
+
+    /// Full logits for each hidden state into `out[j]` (resized to the vocabulary).
+    pub fn logits(&self, hidden: &[&[f32]], out: &mut [Vec<f32>]) {
+        let xs = self.quantize(hidden);
+        let refs: Vec<&Q8Rows> = xs.iter().collect();
+        let m = refs.len();
+        let parts = self.par_rows(|lo, hi| {
+            let mut vals = vec![0.0f32; (hi - lo) * m];
+            let mut tmp = vec![0.0f32; m];
+            for r in lo..hi {
+                let qs = &self.w.qs[r * self.n_embd..(r + 1) * self.n_embd];
+                let d = &self.w.d[r * self.nb..(r + 1) * self.nb];
+                q8::dot_row(qs, d, &refs, &mut tmp);
+                for j in 0..m {
+                    vals[j * (hi - lo) + (r - lo)] = self.cap(tmp[j]);
+                }
+            }
+            (lo, hi, vals)
+        });
+        for (j, o) in out.iter_mut().enumerate().take(m) {
+            o.resize(self.n_vocab, 0.0);
+            for (lo, hi, vals) in &parts {
+                let n = hi - lo;
+                o[*lo..*hi].copy_from_slice(&vals[j * n..(j + 1) * n]);
+            }
+        }
+    }
+}
