@@ -3,7 +3,7 @@
 //! Usage: head_speed [MODEL]
 use std::sync::Arc;
 use std::time::Instant;
-use tandem::head::OutputHead;
+use tandem::target::head::OutputHead;
 use tandem::target::{Context, ContextParams, Model, ModelParams, Outputs};
 
 fn main() {
@@ -11,10 +11,26 @@ fn main() {
     let path = tandem::models::resolve(&name).unwrap();
     let m = Arc::new(Model::load(&path, &ModelParams::default()).unwrap());
     let head = OutputHead::load(&path, m.n_vocab(), m.n_embd(), 2).unwrap();
-    let mut ctx = Context::new(m.clone(), &ContextParams { n_ctx: 1024, n_threads: 2, n_batch: 512, flash_attn: None }).unwrap();
-    let toks = m.prompt_tokens("Explain how a hash map works, with an example in Python.", false).unwrap();
+    let mut ctx = Context::new(
+        m.clone(),
+        &ContextParams {
+            n_ctx: 1024,
+            n_threads: 2,
+            n_batch: 512,
+            flash_attn: None,
+        },
+    )
+    .unwrap();
+    let toks = m
+        .prompt_tokens(
+            "Explain how a hash map works, with an example in Python.",
+            false,
+        )
+        .unwrap();
     ctx.decode(&toks, 0, Outputs::Hidden).unwrap();
-    let hs: Vec<Vec<f32>> = (0..16).map(|i| ctx.hidden(i % toks.len()).to_vec()).collect();
+    let hs: Vec<Vec<f32>> = (0..16)
+        .map(|i| ctx.hidden(i % toks.len()).to_vec())
+        .collect();
     for &mm in &[1usize, 2, 4, 8, 16] {
         let h: Vec<&[f32]> = hs[..mm].iter().map(|v| v.as_slice()).collect();
         let mut alone = Vec::new();
@@ -25,7 +41,8 @@ fn main() {
             std::hint::black_box(head.argmax(&h));
             alone.push(t.elapsed().as_secs_f64() * 1e3);
             ctx.truncate(toks.len() - 1).unwrap();
-            ctx.decode(&toks[toks.len() - 1..], toks.len() - 1, Outputs::Last).unwrap();
+            ctx.decode(&toks[toks.len() - 1..], toks.len() - 1, Outputs::Last)
+                .unwrap();
             if std::env::var("PAUSE").is_ok() {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
@@ -35,6 +52,9 @@ fn main() {
         }
         alone.sort_by(f64::total_cmp);
         after.sort_by(f64::total_cmp);
-        println!("m={mm:2}: alone {:.2} ms, right after a decode {:.2} ms", alone[3], after[3]);
+        println!(
+            "m={mm:2}: alone {:.2} ms, right after a decode {:.2} ms",
+            alone[3], after[3]
+        );
     }
 }

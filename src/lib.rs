@@ -1,9 +1,9 @@
 //! Tandem: lossless speculative decoding for GGUF models on llama.cpp.
 //!
-//! - [`target`]: the llama.cpp boundary (model, context, batched decode, KV rollback).
+//! - [`target`]: the target model: the llama.cpp boundary (model, context, batched decode,
+//!   KV rollback) and Tandem's own exact output head (`target::head`, the lazy head).
 //! - [`draft`]: drafters behind the [`draft::Drafter`] trait (none, n-gram).
 //! - [`verify`]: greedy and speculative-sampling acceptance.
-//! - [`head`]: Tandem's own output head (lazy, exact logits for verification).
 //! - [`gguf`]: a small GGUF reader.
 //! - [`engine`]: the draft → verify → accept/rollback loop and its statistics.
 //! - [`models`]: the model manifest and fetching models from PyPI wheels.
@@ -13,7 +13,6 @@ pub mod bench;
 pub mod draft;
 pub mod engine;
 pub mod gguf;
-pub mod head;
 pub mod models;
 pub mod sampling;
 pub mod session;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::draft::{Drafter, NgramConfig, NgramDrafter, NoDrafter};
 use crate::engine::{self, EngineConfig, EngineError, Generation};
-use crate::head::{HeadError, OutputHead};
 use crate::models::{self, FetchError};
+use crate::target::head::{HeadError, OutputHead};
 use crate::target::{Context, ContextParams, Model, ModelParams, TargetError, Token};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,9 @@ impl std::str::FromStr for HeadMode {
             "auto" => Ok(HeadMode::Auto),
             "llama" => Ok(HeadMode::Llama),
             "lazy" => Ok(HeadMode::Lazy),
-            o => Err(format!("unknown head mode '{o}' (choose: auto, llama, lazy)")),
+            o => Err(format!(
+                "unknown head mode '{o}' (choose: auto, llama, lazy)"
+            )),
         }
     }
 }

@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use tandem::head::{HeadError, OutputHead};
 use tandem::sampling::argmax;
 use tandem::target::Outputs;
+use tandem::target::head::{HeadError, OutputHead};
 
 /// Stated tolerance on |ours - llama.cpp| per logit. The arithmetic is the same sequence of
 /// operations as ggml's, so the measured difference is 0; the bound leaves room for a
@@ -28,11 +28,17 @@ fn gemma3_lazy_head_reproduces_llama_logits() {
         let depth = depth.min(toks.len() - k);
         ctx.clear();
         ctx.decode(&toks[..depth], 0, Outputs::Last).unwrap();
-        ctx.decode(&toks[depth..depth + k], depth, Outputs::All).unwrap();
+        ctx.decode(&toks[depth..depth + k], depth, Outputs::All)
+            .unwrap();
         let llama: Vec<Vec<f32>> = (0..k).map(|i| ctx.logits(i).to_vec()).collect();
         ctx.truncate(depth).unwrap();
-        ctx.decode(&toks[depth..depth + k], depth, Outputs::Hidden).unwrap();
-        assert_eq!(ctx.kv_len(), depth + k, "a Hidden decode still fills the KV cache");
+        ctx.decode(&toks[depth..depth + k], depth, Outputs::Hidden)
+            .unwrap();
+        assert_eq!(
+            ctx.kv_len(),
+            depth + k,
+            "a Hidden decode still fills the KV cache"
+        );
         let hidden: Vec<&[f32]> = (0..k).map(|i| ctx.hidden(i)).collect();
         let mut ours = vec![Vec::new(); k];
         head.logits(&hidden, &mut ours);
@@ -45,7 +51,11 @@ fn gemma3_lazy_head_reproduces_llama_logits() {
                 .fold(0f32, f32::max);
             worst = worst.max(d);
             assert_eq!(argmax(&llama[i]), argmax(&ours[i]), "depth {depth} row {i}");
-            assert_eq!(greedy[i].0, argmax(&llama[i]), "fused argmax, depth {depth} row {i}");
+            assert_eq!(
+                greedy[i].0,
+                argmax(&llama[i]),
+                "fused argmax, depth {depth} row {i}"
+            );
             assert_eq!(greedy[i].1, ours[i][greedy[i].0 as usize]);
             rows += 1;
         }
@@ -57,12 +67,7 @@ fn gemma3_lazy_head_reproduces_llama_logits() {
 #[test]
 fn heads_other_than_q8_0_are_refused_with_a_clear_error() {
     let m = model("smollm2-135m", true);
-    match OutputHead::load(
-        std::path::Path::new(m.path()),
-        m.n_vocab(),
-        m.n_embd(),
-        2,
-    ) {
+    match OutputHead::load(std::path::Path::new(m.path()), m.n_vocab(), m.n_embd(), 2) {
         Ok(_) => {} // a Q8_0 head: supported
         Err(e @ HeadError::UnsupportedType { .. }) => {
             assert!(e.to_string().contains("Q8_0"), "{e}")

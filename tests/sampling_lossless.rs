@@ -80,8 +80,19 @@ fn chi_square_helper_detects_difference() {
 
 #[test]
 fn ngram_sampling_matches_plain_sampling_in_distribution() {
+    check_sampling(false);
+}
+
+/// The same through Tandem's lazy output head (logits computed by Tandem per position).
+#[test]
+fn ngram_sampling_through_the_lazy_head_matches_plain_sampling() {
+    check_sampling(true);
+}
+
+fn check_sampling(lazy: bool) {
     let _guard = exclusive();
     let m = model("smollm2-135m", true);
+    let lazy_head = lazy.then(|| head(&m));
     let mut ctx = context(&m, 256);
     // Repetitive text so the n-gram drafter proposes at every step.
     let toks = m
@@ -106,6 +117,7 @@ fn ngram_sampling_matches_plain_sampling_in_distribution() {
             draft_max: 4,
             sampling,
             check_kv: true,
+            lazy_head: lazy_head.clone(),
             ..EngineConfig::default()
         };
         let base = run(
@@ -115,6 +127,7 @@ fn ngram_sampling_matches_plain_sampling_in_distribution() {
             n,
             &EngineConfig {
                 draft_max: 0,
+                lazy_head: None,
                 ..cfg.clone()
             },
         );
@@ -137,7 +150,7 @@ fn ngram_sampling_matches_plain_sampling_in_distribution() {
             }
         }
     }
-    eprintln!("drafted {drafted}, accepted {accepted}");
+    eprintln!("lazy head: {lazy}; drafted {drafted}, accepted {accepted}");
     assert!(
         accepted > 0 && accepted < drafted,
         "drafts must be both accepted and rejected"

@@ -1,7 +1,7 @@
 //! The verify-cost curve: what a batch of k tokens costs relative to one token.
 
 use super::stats::median;
-use crate::head::OutputHead;
+use crate::target::head::OutputHead;
 use crate::target::{Context, Outputs, TargetError};
 
 /// Cost of verifying k tokens in one batch, relative to one plain decoding step.
@@ -15,8 +15,8 @@ pub struct CostPoint {
     /// llama.cpp computing logits for the last position only: the floor for any head.
     pub last_only_ms: f64,
     pub last_only_ratio: f64,
-    /// Decode up to the final norm plus Tandem's lazy head over all k positions (the
-    /// worst case for the lazy head: every draft token accepted).
+    /// Decode up to the final norm plus Tandem's lazy head over all k positions in one
+    /// pass (every draft token accepted: the oracle's case).
     pub lazy_ms: Option<f64>,
     pub lazy_ratio: Option<f64>,
 }
@@ -35,7 +35,6 @@ pub fn calibration_ks(max_k: usize) -> Vec<usize> {
 pub fn calibrate(
     ctx: &mut Context,
     head: Option<&OutputHead>,
-    lazy_group: usize,
     depth: usize,
     max_k: usize,
     reps: usize,
@@ -54,7 +53,6 @@ pub fn calibrate(
     let mut all = vec![Vec::new(); ks.len()];
     let mut last = vec![Vec::new(); ks.len()];
     let mut lazy = vec![Vec::new(); ks.len()];
-    let group = lazy_group.max(1);
     for _ in 0..reps {
         for (ki, &k) in ks.iter().enumerate() {
             let batch = &toks[depth..depth + k];
@@ -70,11 +68,10 @@ pub fn calibrate(
                 let t = std::time::Instant::now();
                 ctx.decode(batch, depth, mode)?;
                 if let (Outputs::Hidden, Some(h)) = (mode, head) {
-                    for g0 in (0..k).step_by(group) {
-                        let hidden: Vec<&[f32]> =
-                            (g0..(g0 + group).min(k)).map(|i| ctx.hidden(i)).collect();
-                        std::hint::black_box(h.argmax(&hidden));
-                    }
+                    // One pass over all k rows: what the engine converges to when every
+                    // draft token is accepted.
+                    let hidden: Vec<&[f32]> = (0..k).map(|i| ctx.hidden(i)).collect();
+                    std::hint::black_box(h.argmax(&hidden));
                 }
                 times[ki].push(t.elapsed().as_secs_f64() * 1e3);
             }

@@ -156,6 +156,7 @@ mod tests {
             verify_share: 1.0,
             overhead_share: 0.0,
             identical: true,
+            divergence: None,
         }
     }
 

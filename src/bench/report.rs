@@ -58,6 +58,15 @@ impl Report {
         }
     }
 
+    /// Largest baseline top-2 logit gap at which any output diverged (None: all identical).
+    pub fn worst_divergence_gap(&self) -> Option<f32> {
+        self.prompts
+            .iter()
+            .flat_map(|p| p.summaries.iter().filter_map(|s| s.divergence))
+            .map(|d| d.baseline_gap)
+            .reduce(f32::max)
+    }
+
     /// Whether every configuration reproduced the baseline's output on every prompt.
     pub fn all_identical(&self) -> bool {
         self.prompts
@@ -113,7 +122,14 @@ pub fn prompt_table(r: &Report) -> String {
                 pct(s.draft_share),
                 pct(s.verify_share),
                 pct(s.overhead_share),
-                if s.identical { "yes" } else { "**NO**" },
+                match (s.identical, s.divergence) {
+                    (true, _) => "yes".to_string(),
+                    (false, Some(d)) => format!(
+                        "**NO** from token {} (baseline top-2 gap {:.3})",
+                        d.at, d.baseline_gap
+                    ),
+                    (false, None) => "**NO**".to_string(),
+                },
             );
         }
     }

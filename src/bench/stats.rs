@@ -22,6 +22,14 @@ fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
 
+/// Where an output first left the baseline's, and the baseline's top-2 logit gap there
+/// (a small gap means batched rounding in llama.cpp flipped a near-tie).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Divergence {
+    pub at: usize,
+    pub baseline_gap: f32,
+}
+
 /// Per-configuration summary of one prompt's repetitions.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Summary {
@@ -44,6 +52,8 @@ pub struct Summary {
     pub overhead_share: f64,
     /// Output identical to the baseline's in every repetition.
     pub identical: bool,
+    /// Earliest divergence over the repetitions (when not identical).
+    pub divergence: Option<Divergence>,
 }
 
 pub fn summarize(
@@ -82,15 +92,18 @@ pub fn summarize(
         verify_share: ratio(sum(|r| r.verify_s), gen_s),
         overhead_share: ratio(sum(|r| r.overhead_s), gen_s),
         identical,
+        divergence: None,
     }
 }
 
-/// Fill in every summary's `oracle_fraction` from the oracle's speedup on the same prompt.
+/// Fill in every summary's `oracle_fraction` from the oracle's speedup on the same prompt
+/// (the best of the oracle configurations, e.g. `oracle` and `oracle+lazy`).
 pub fn set_oracle_fractions(sums: &mut [Summary]) {
     let Some(oracle) = sums
         .iter()
-        .find(|s| s.config == "oracle")
+        .filter(|s| s.config.starts_with("oracle"))
         .map(|s| s.speedup)
+        .reduce(f64::max)
     else {
         return;
     };
@@ -183,6 +196,7 @@ mod tests {
             verify_share: 0.0,
             overhead_share: 0.0,
             identical: true,
+            divergence: None,
         }
     }
 
@@ -241,6 +255,13 @@ mod tests {
         set_oracle_fractions(&mut sums);
         assert!((sums[1].oracle_fraction.unwrap() - 0.75).abs() < 1e-12);
         assert_eq!(sums[2].oracle_fraction, Some(1.0));
+        let mut two = vec![
+            summary("oracle", 1.5),
+            summary("oracle+lazy", 2.0),
+            summary("ngram", 1.0),
+        ];
+        set_oracle_fractions(&mut two);
+        assert_eq!(two[2].oracle_fraction, Some(0.5));
         let mut no_oracle = vec![summary("ngram", 1.2)];
         set_oracle_fractions(&mut no_oracle);
         assert_eq!(no_oracle[0].oracle_fraction, None);

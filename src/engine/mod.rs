@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use rows::RoundRows;
 
 use crate::draft::{Draft, Drafter};
-use crate::head::OutputHead;
 use crate::sampling::{Dist, Rng, SamplingConfig, argmax, argmax_margin};
+use crate::target::head::OutputHead;
 use crate::target::{Context, Outputs, TargetError, Token};
 use crate::verify::sampling_check;
 
@@ -32,7 +32,8 @@ pub struct EngineConfig {
     /// are computed only for the positions the acceptance check reaches. `None`: llama.cpp
     /// computes logits for every position.
     pub lazy_head: Option<Arc<OutputHead>>,
-    /// Positions per lazy-head pass in greedy verification.
+    /// Fewest positions in the first lazy-head pass of a round (greedy verification); the
+    /// engine raises it when drafts have been accepted in long runs.
     pub lazy_group: usize,
 }
 
@@ -44,7 +45,7 @@ impl Default for EngineConfig {
             check_kv: false,
             record_margins: false,
             lazy_head: None,
-            lazy_group: 4,
+            lazy_group: 2,
         }
     }
 }
@@ -280,7 +281,11 @@ pub fn generate(
         stats.verify += tv.elapsed();
 
         // Accept the longest agreeing prefix; the row after it gives the next token.
-        let mut rows = RoundRows::new(ctx, head, batch.len(), cfg.lazy_group, &mut logit_bufs);
+        // First lazy pass: the configured minimum, or more when rounds have been accepting
+        // long runs (mean accepted per round + the row after them).
+        let mean_run = stats.accepted.div_ceil(stats.rounds.max(1));
+        let first_group = cfg.lazy_group.max(mean_run + 1);
+        let mut rows = RoundRows::new(ctx, head, batch.len(), first_group, &mut logit_bufs);
         let mut n_acc = 0;
         let mut next = None;
         for (i, &x) in draft.tokens.iter().enumerate() {

@@ -252,7 +252,11 @@ impl Context {
     /// input of the output head). Valid until the next decode.
     pub fn hidden(&self, i: usize) -> &[f32] {
         let n = self.model.n_embd();
-        assert!(i < self.capture.rows, "hidden row {i} of {}", self.capture.rows);
+        assert!(
+            i < self.capture.rows,
+            "hidden row {i} of {}",
+            self.capture.rows
+        );
         &self.capture.data[i * n..(i + 1) * n]
     }
 

@@ -1,11 +1,13 @@
 //! The target model: the only place that touches llama.cpp.
 //!
-//! Everything `unsafe` in Tandem lives under this module. The rest of the crate sees
+//! Everything `unsafe` in Tandem lives under this module: the FFI, and the SIMD kernel of
+//! the target's output head that Tandem computes itself (`head`). The rest of the crate sees
 //! RAII types ([`Model`], [`Context`]) with plain-Rust signatures: token ids are `i32`,
 //! logits are `&[f32]` rows borrowed from llama.cpp's output buffer (no copies).
 
 mod backend;
 mod context;
+pub mod head;
 mod llama_spec;
 mod model;
 
@@ -34,7 +36,9 @@ pub enum TargetError {
     PromptTooLong { n_prompt: usize, n_ctx: usize },
     #[error("the context is full ({n_ctx} tokens)")]
     ContextFull { n_ctx: usize },
-    #[error("llama.cpp's graph for this model has no result_norm node: the lazy head cannot be used")]
+    #[error(
+        "llama.cpp's graph for this model has no result_norm node: the lazy head cannot be used"
+    )]
     NoHidden,
     #[error("llama_decode failed with status {0}")]
     Decode(i32),

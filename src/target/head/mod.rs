@@ -32,7 +32,9 @@ pub enum HeadError {
         n_vocab: usize,
         n_embd: usize,
     },
-    #[error("{path}: the output head has extra scaling ({what}) that the lazy head does not reproduce")]
+    #[error(
+        "{path}: the output head has extra scaling ({what}) that the lazy head does not reproduce"
+    )]
     Unsupported { path: String, what: String },
 }
 
@@ -77,13 +79,14 @@ impl OutputHead {
             });
         }
         let arch = g.arch().unwrap_or("").to_string();
-        if let Some(s) = g.get_float(&format!("{arch}.logit_scale")) {
-            if s != 1.0 {
-                return Err(HeadError::Unsupported {
-                    path: p,
-                    what: format!("logit_scale {s}"),
-                });
-            }
+        if let Some(s) = g
+            .get_float(&format!("{arch}.logit_scale"))
+            .filter(|&s| s != 1.0)
+        {
+            return Err(HeadError::Unsupported {
+                path: p,
+                what: format!("logit_scale {s}"),
+            });
         }
         let softcap = g
             .get_float(&format!("{arch}.final_logit_softcapping"))
@@ -151,7 +154,9 @@ impl OutputHead {
                     s.spawn(move || f(lo, hi))
                 })
                 .collect();
-            hs.into_iter().map(|h| h.join().expect("head worker")).collect()
+            hs.into_iter()
+                .map(|h| h.join().expect("head worker"))
+                .collect()
         })
     }
 
@@ -179,10 +184,14 @@ impl OutputHead {
         (0..m)
             .map(|j| {
                 // Parts are in row order: a later part wins only with a strictly larger value.
-                let (r, v) = parts.iter().map(|p| p[j]).fold(
-                    (0usize, f32::NEG_INFINITY),
-                    |a, b| if b.1 > a.1 { b } else { a },
-                );
+                let (r, v) =
+                    parts
+                        .iter()
+                        .map(|p| p[j])
+                        .fold(
+                            (0usize, f32::NEG_INFINITY),
+                            |a, b| if b.1 > a.1 { b } else { a },
+                        );
                 (r as Token, self.cap(v))
             })
             .collect()
