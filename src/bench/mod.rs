@@ -184,8 +184,8 @@ pub fn run_one(
 /// The oracle's reference: the target's own greedy continuation *as batched verification
 /// computes it*. It starts as the baseline's output; where llama.cpp's batch rounding flips
 /// a near-tie, the oracle's drafts stop matching from there on and the ceiling would be
-/// understated. So run the oracle untimed and adopt its output as the reference (at most
-/// two passes, to bound the run time; each pass moves the first flip later).
+/// understated. So the oracle runs untimed and its own output becomes the reference, twice
+/// at most (each pass moves the first flip later; more passes would lengthen bench runs).
 fn refine_oracle_reference(
     session: &mut Session,
     cfg: &BenchConfig,
@@ -301,8 +301,8 @@ pub fn run_suite(
         set_oracle_fractions(&mut summaries);
         // Where an output differs, say whether it is llama.cpp's batch rounding flipping a
         // near-tie: one untimed baseline pass recording the target's top-2 logit gaps.
-        if first_diff.iter().any(Option::is_some) {
-            let margins = baseline_margins(session, &toks, opts.max_tokens)?;
+        if let Some(last) = first_diff.iter().flatten().max() {
+            let margins = baseline_margins(session, &toks, last + 1)?;
             for (s, d) in summaries.iter_mut().zip(&first_diff) {
                 if let Some(at) = *d {
                     s.divergence = Some(Divergence {
