@@ -5,14 +5,14 @@
 //! otherwise draws from the normalised residual max(0, p − q), so every emitted token is
 //! distributed exactly as p (Leviathan et al. 2023; Chen et al. 2023).
 
-use crate::sampling::{Dist, Rng, argmax};
+use crate::sampling::{Dist, Rng};
 use crate::target::Token;
 
-/// Greedy check of one draft token against the target's logits at its position:
-/// `Ok(())` keeps it, `Err(t)` rejects it and names the target's own token.
-pub fn greedy_check(row: &[f32], draft: Token) -> Result<(), Token> {
-    let t = argmax(row);
-    if t == draft { Ok(()) } else { Err(t) }
+/// Greedy check of one draft token against the target's greedy token at its position
+/// (the argmax of its logits, however computed: llama.cpp's row or the lazy head's fused
+/// argmax): `Ok(())` keeps it, `Err(t)` rejects it and names the target's own token.
+pub fn greedy_check(target: Token, draft: Token) -> Result<(), Token> {
+    if target == draft { Ok(()) } else { Err(target) }
 }
 
 /// Speculative-sampling check of draft token `x` (drawn from `q`) against `p`.
@@ -55,6 +55,7 @@ pub fn residual(p: &Dist, q: &Dist) -> Dist {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampling::argmax;
 
     fn dist(items: &[(Token, f32)]) -> Dist {
         Dist {
@@ -68,8 +69,9 @@ mod tests {
 
     #[test]
     fn greedy_keeps_only_the_argmax() {
-        assert_eq!(greedy_check(&[0.0, 2.0, 1.0], 1), Ok(()));
-        assert_eq!(greedy_check(&[0.0, 2.0, 1.0], 2), Err(1));
+        let target = argmax(&[0.0, 2.0, 1.0]);
+        assert_eq!(greedy_check(target, 1), Ok(()));
+        assert_eq!(greedy_check(target, 2), Err(1));
     }
 
     #[test]

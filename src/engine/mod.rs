@@ -16,7 +16,7 @@ use crate::draft::{Draft, Drafter};
 use crate::sampling::{Dist, Rng, SamplingConfig, argmax, argmax_margin};
 use crate::target::head::OutputHead;
 use crate::target::{Context, Outputs, TargetError, Token};
-use crate::verify::sampling_check;
+use crate::verify::{greedy_check, sampling_check};
 
 /// Per-request settings. Plain data.
 #[derive(Debug, Clone)]
@@ -293,8 +293,7 @@ pub fn generate(
                 margins.push(argmax_margin(rows.logits(i)).1);
             }
             let verdict = if greedy {
-                let t = rows.argmax(i);
-                if t == x { Ok(()) } else { Err(t) }
+                greedy_check(rows.argmax(i), x)
             } else {
                 cfg.sampling.distribution_into(rows.logits(i), &mut p);
                 let point;
