@@ -2,7 +2,7 @@
 //! reference's top-2 there? `cargo run --release --example diverge -- MODEL PROMPT_FILE_LINE N K`
 use std::sync::Arc;
 
-use tandem::bench::load_prompts;
+use tandem::bench::{common_prefix_len, load_prompts};
 use tandem::draft::{NgramDrafter, NoDrafter};
 use tandem::engine::{EngineConfig, generate};
 use tandem::models;
@@ -52,12 +52,7 @@ fn main() {
         &mut |_| true,
     )
     .unwrap();
-    let at = spec
-        .tokens
-        .iter()
-        .zip(&base.tokens)
-        .take_while(|(x, y)| x == y)
-        .count();
+    let at = common_prefix_len(&spec.tokens, &base.tokens);
     println!(
         "prompt {} tokens; base {} spec {}; first difference at {at} (margin there {:?}); min margin overall {:?}",
         toks.len(),

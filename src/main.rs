@@ -429,12 +429,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(gap) = report.worst_divergence_gap() {
-        let n = report
-            .prompts
-            .iter()
-            .flat_map(|p| &p.summaries)
-            .filter(|s| !s.identical)
-            .count();
+        let n = report.diverged();
         println!(
             "\n{n} (prompt, configuration) pairs diverged from plain decoding; the largest baseline top-2 logit gap at a divergence was {gap:.3} (llama.cpp's batched kernels round differently from single-token ones; see README, Losslessness). Use --exact for bit-identical batches up to the model's exact size."
         );

@@ -17,6 +17,7 @@
 mod common;
 
 use common::*;
+use tandem::bench::common_prefix_len;
 use tandem::draft::{NgramConfig, NgramDrafter, NoDrafter};
 use tandem::engine::EngineConfig;
 
@@ -102,12 +103,7 @@ fn check_model_with(name: &str, exact: bool, exact_batch: usize, eps: f32, lazy:
             runs += 1;
             accepted += spec.stats.accepted;
             if spec.tokens != base.tokens {
-                let at = spec
-                    .tokens
-                    .iter()
-                    .zip(&base.tokens)
-                    .take_while(|(a, b)| a == b)
-                    .count();
+                let at = common_prefix_len(&spec.tokens, &base.tokens);
                 let margin = base.margins.get(at).copied().unwrap_or(f32::INFINITY);
                 divergences.push(Divergence {
                     prompt: pi,

@@ -11,7 +11,8 @@ pub use calibrate::{CostPoint, calibrate};
 pub use chart::speedup_chart_svg;
 pub use report::{PromptResult, Report, category_table, prompt_table};
 pub use stats::{
-    CategorySummary, Divergence, Summary, median, per_category, set_oracle_fractions, summarize,
+    CategorySummary, Divergence, Summary, common_prefix_len, median, per_category,
+    set_oracle_fractions, summarize,
 };
 
 use crate::draft::{NgramConfig, OracleDrafter};
@@ -103,8 +104,8 @@ pub struct RunResult {
     pub accepted_at: Vec<usize>,
 }
 
-/// Run one configuration on one prompt. `reference` is the baseline's output (the oracle
-/// replays it).
+/// Run one configuration on one prompt. `reference` is what the oracle replays (ignored
+/// by the other configurations).
 pub fn run_one(
     session: &mut Session,
     cfg: &BenchConfig,
@@ -149,7 +150,7 @@ pub fn run_one(
                 accepted: s.accepted,
                 draft_s: s.draft.as_secs_f64(),
                 verify_s: s.verify.as_secs_f64(),
-                overhead_s: (gen_s - s.draft.as_secs_f64() - s.verify.as_secs_f64()).max(0.0),
+                overhead_s: s.overhead.as_secs_f64(),
                 gen_s,
                 drafted_at: s.drafted_at.clone(),
                 accepted_at: s.accepted_at.clone(),
@@ -226,7 +227,7 @@ pub struct SuiteOptions {
     pub reps: usize,
     pub draft_max: usize,
     pub ngram: NgramConfig,
-    /// Positions per lazy-head pass (`+lazy` configurations).
+    /// Fewest positions in the first lazy-head pass of a round (`+lazy` configurations).
     pub lazy_group: usize,
 }
 
@@ -263,8 +264,8 @@ pub fn run_suite(
     for p in prompts {
         let toks = session.prompt_tokens(&p.prompt, p.raw)?;
         let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); configs.len()];
-        let mut identical = vec![true; configs.len()];
-        // First token index where each configuration's output left the baseline's.
+        // First token index where each configuration's output left the baseline's (over all
+        // repetitions; None = identical every time).
         let mut first_diff: Vec<Option<usize>> = vec![None; configs.len()];
         let mut reference: Option<Vec<Token>> = None;
         let mut oracle_ref: Option<Vec<Token>> = None;
@@ -282,8 +283,7 @@ pub fn run_suite(
                 match &reference {
                     None => reference = Some(tokens),
                     Some(rf) if *rf != tokens => {
-                        identical[ci] = false;
-                        let at = rf.iter().zip(&tokens).take_while(|(a, b)| a == b).count();
+                        let at = common_prefix_len(rf, &tokens);
                         first_diff[ci] = Some(first_diff[ci].map_or(at, |d| d.min(at)));
                     }
                     Some(_) => {}
@@ -295,8 +295,8 @@ pub fn run_suite(
         let mut summaries: Vec<Summary> = configs
             .iter()
             .zip(&runs)
-            .zip(&identical)
-            .map(|((c, r), &same)| summarize(&c.label(), r, base, same))
+            .zip(&first_diff)
+            .map(|((c, r), d)| summarize(&c.label(), r, base, d.is_none()))
             .collect();
         set_oracle_fractions(&mut summaries);
         // Where an output differs, say whether it is llama.cpp's batch rounding flipping a

@@ -67,11 +67,13 @@ impl Report {
             .reduce(f32::max)
     }
 
-    /// Whether every configuration reproduced the baseline's output on every prompt.
-    pub fn all_identical(&self) -> bool {
+    /// Number of (prompt, configuration) pairs whose output differed from the baseline's.
+    pub fn diverged(&self) -> usize {
         self.prompts
             .iter()
-            .all(|p| p.summaries.iter().all(|s| s.identical))
+            .flat_map(|p| &p.summaries)
+            .filter(|s| !s.identical)
+            .count()
     }
 
     pub fn header(&self) -> String {

@@ -18,6 +18,11 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// Length of the common prefix of two outputs: the index of their first differing token.
+pub fn common_prefix_len<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
@@ -198,6 +203,13 @@ mod tests {
             identical: true,
             divergence: None,
         }
+    }
+
+    #[test]
+    fn common_prefix_is_the_first_difference() {
+        assert_eq!(common_prefix_len(&[1, 2, 3], &[1, 2, 4]), 2);
+        assert_eq!(common_prefix_len(&[1, 2], &[1, 2, 3]), 2);
+        assert_eq!(common_prefix_len::<i32>(&[], &[1]), 0);
     }
 
     #[test]
