@@ -10,7 +10,7 @@ fn main() {
     let name = std::env::args().nth(1).unwrap_or("gemma3-270m".into());
     let path = tandem::models::resolve(&name).unwrap();
     let m = Arc::new(Model::load(&path, &ModelParams::default()).unwrap());
-    let head = OutputHead::load(&path, m.n_vocab(), m.n_embd(), 2).unwrap();
+    let head = OutputHead::for_model(&m, 2).unwrap();
     let mut ctx = Context::new(
         m.clone(),
         &ContextParams {
@@ -43,9 +43,6 @@ fn main() {
             ctx.truncate(toks.len() - 1).unwrap();
             ctx.decode(&toks[toks.len() - 1..], toks.len() - 1, Outputs::Last)
                 .unwrap();
-            if std::env::var("PAUSE").is_ok() {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
             let t = Instant::now();
             std::hint::black_box(head.argmax(&h));
             after.push(t.elapsed().as_secs_f64() * 1e3);

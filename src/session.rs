@@ -131,12 +131,7 @@ impl Session {
     /// Tandem's own output head for this model (read from the GGUF on first use).
     pub fn lazy_head(&mut self) -> Result<Arc<OutputHead>, SessionError> {
         if self.head.is_none() {
-            self.head = Some(Arc::new(OutputHead::load(
-                &self.path,
-                self.model.n_vocab(),
-                self.model.n_embd(),
-                self.threads,
-            )?));
+            self.head = Some(Arc::new(OutputHead::for_model(&self.model, self.threads)?));
         }
         Ok(self.head.clone().expect("just loaded"))
     }

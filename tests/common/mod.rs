@@ -54,15 +54,7 @@ pub fn head(model: &Arc<Model>) -> Arc<OutputHead> {
     if let Some((_, h)) = c.iter().find(|(p, _)| p == model.path()) {
         return h.clone();
     }
-    let h = Arc::new(
-        OutputHead::load(
-            std::path::Path::new(model.path()),
-            model.n_vocab(),
-            model.n_embd(),
-            2,
-        )
-        .expect("lazy head"),
-    );
+    let h = Arc::new(OutputHead::for_model(model, 2).expect("lazy head"));
     c.push((model.path().to_string(), h.clone()));
     h
 }

@@ -59,6 +59,17 @@ impl std::fmt::Debug for OutputHead {
 }
 
 impl OutputHead {
+    /// The head of a loaded model, read from the same GGUF and checked against the
+    /// model's vocabulary and width.
+    pub fn for_model(model: &super::Model, threads: usize) -> Result<Self, HeadError> {
+        Self::load(
+            Path::new(model.path()),
+            model.n_vocab(),
+            model.n_embd(),
+            threads,
+        )
+    }
+
     /// Read the head from the model's GGUF: `output.weight`, or the tied `token_embd.weight`.
     pub fn load(
         path: &Path,
