@@ -93,6 +93,58 @@ impl GgmlType {
     }
 }
 
+/// The fixed 24-byte start of every GGUF file, checked: magic, a version Tandem reads,
+/// and the tensor and metadata counts (not yet checked against anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub version: u32,
+    pub n_tensors: u64,
+    pub n_kv: u64,
+}
+
+/// Why the start of a file is not a GGUF header Tandem reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Fewer than the 4 magic bytes.
+    TooShort(usize),
+    BadMagic([u8; 4]),
+    /// The magic is there but the rest of the 24 bytes is not.
+    CutOff,
+    UnsupportedVersion(u32),
+}
+
+/// Read and check the header from the start of `r` (at most 24 bytes are read). Shared by
+/// this reader and the model loader's precheck, so both agree on what a GGUF is.
+pub fn read_header(r: &mut impl Read) -> Result<Header, HeaderError> {
+    let mut head = [0u8; 24];
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    if got < 4 {
+        return Err(HeaderError::TooShort(got));
+    }
+    let magic = [head[0], head[1], head[2], head[3]];
+    if &magic != b"GGUF" {
+        return Err(HeaderError::BadMagic(magic));
+    }
+    if got < head.len() {
+        return Err(HeaderError::CutOff);
+    }
+    let version = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+    if !(2..=3).contains(&version) {
+        return Err(HeaderError::UnsupportedVersion(version));
+    }
+    Ok(Header {
+        version,
+        n_tensors: u64::from_le_bytes(head[8..16].try_into().expect("8 bytes")),
+        n_kv: u64::from_le_bytes(head[16..24].try_into().expect("8 bytes")),
+    })
+}
+
 /// One entry of the tensor directory.
 #[derive(Debug, Clone)]
 pub struct TensorInfo {
@@ -151,9 +203,13 @@ impl Reader<'_> {
         Ok(u64::from_le_bytes(self.bytes()?))
     }
 
-    /// A count that must fit in the file (each counted item takes at least one byte).
     fn count(&mut self, what: &str) -> Result<usize, GgufError> {
         let n = self.u64()?;
+        self.check_count(n, what)
+    }
+
+    /// A count that must fit in the file (each counted item takes at least one byte).
+    fn check_count(&self, n: u64, what: &str) -> Result<usize, GgufError> {
         if n > self.file_len {
             return Err(self.corrupt(format!("{what} count {n} exceeds the file size")));
         }
@@ -214,18 +270,19 @@ impl Gguf {
             path: &p,
             file_len,
         };
-        let magic: [u8; 4] = rd
-            .bytes()
-            .map_err(|_| GgufError::NotGguf { path: p.clone() })?;
-        if &magic != b"GGUF" {
-            return Err(GgufError::NotGguf { path: p.clone() });
-        }
-        let version = rd.u32()?;
-        if !(2..=3).contains(&version) {
-            return Err(rd.corrupt(format!("unsupported GGUF version {version}")));
-        }
-        let n_tensors = rd.count("tensor")?;
-        let n_kv = rd.count("metadata")?;
+        let header = read_header(&mut rd.r);
+        let header = header.map_err(|e| match e {
+            HeaderError::TooShort(_) | HeaderError::BadMagic(_) => {
+                GgufError::NotGguf { path: p.clone() }
+            }
+            HeaderError::CutOff => rd.corrupt("unexpected end of file in the header"),
+            HeaderError::UnsupportedVersion(v) => {
+                rd.corrupt(format!("unsupported GGUF version {v}"))
+            }
+        })?;
+        let version = header.version;
+        let n_tensors = rd.check_count(header.n_tensors, "tensor")?;
+        let n_kv = rd.check_count(header.n_kv, "metadata")?;
         let mut metadata = BTreeMap::new();
         for _ in 0..n_kv {
             let key = rd.string()?;
@@ -408,6 +465,25 @@ mod tests {
             g.read_tensor("nope"),
             Err(GgufError::NoTensor { .. })
         ));
+    }
+
+    #[test]
+    fn header_errors_name_what_is_wrong() {
+        let full = tiny();
+        let h = read_header(&mut &full[..]).unwrap();
+        assert_eq!((h.version, h.n_tensors, h.n_kv), (3, 1, 2));
+        assert_eq!(read_header(&mut &full[..2]), Err(HeaderError::TooShort(2)));
+        assert_eq!(
+            read_header(&mut &b"NOPE and more bytes than 24....."[..]),
+            Err(HeaderError::BadMagic(*b"NOPE"))
+        );
+        assert_eq!(read_header(&mut &full[..10]), Err(HeaderError::CutOff));
+        let mut v9 = full.clone();
+        v9[4..8].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(
+            read_header(&mut &v9[..]),
+            Err(HeaderError::UnsupportedVersion(9))
+        );
     }
 
     #[test]

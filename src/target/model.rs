@@ -1,13 +1,13 @@
 //! A loaded GGUF model: weights, vocabulary, chat template.
 
 use std::ffi::{CStr, CString, c_char};
-use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 
 use llama_cpp_sys_2 as sys;
 
 use super::{Result, TargetError, Token, init_backend};
+use crate::gguf::{Header, HeaderError, read_header};
 
 /// How to load a model. Plain data; `Default` is what the CLI uses.
 #[derive(Debug, Clone)]
@@ -320,33 +320,21 @@ fn check_gguf_header(path: &Path) -> Result<()> {
         return Err(TargetError::NotFound(shown));
     }
     let mut f = std::fs::File::open(path).map_err(|_| TargetError::NotFound(shown.clone()))?;
-    let mut head = [0u8; 24];
-    let got = read_up_to(&mut f, &mut head);
-    if got < 4 {
-        return Err(TargetError::CorruptGguf {
-            path: shown,
-            why: format!("file is only {got} bytes"),
-        });
-    }
-    let magic = [head[0], head[1], head[2], head[3]];
-    if &magic != b"GGUF" {
-        return Err(TargetError::NotGguf { path: shown, magic });
-    }
-    if got < 24 {
-        return Err(TargetError::CorruptGguf {
-            path: shown,
-            why: "header cut off".into(),
-        });
-    }
-    let version = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
-    let n_tensors = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
-    let n_kv = u64::from_le_bytes(head[16..24].try_into().expect("8 bytes"));
-    if !(2..=3).contains(&version) {
-        return Err(TargetError::CorruptGguf {
-            path: shown,
-            why: format!("unsupported GGUF version {version}"),
-        });
-    }
+    let corrupt = |why: String| TargetError::CorruptGguf {
+        path: shown.clone(),
+        why,
+    };
+    let Header {
+        n_tensors, n_kv, ..
+    } = read_header(&mut f).map_err(|e| match e {
+        HeaderError::TooShort(got) => corrupt(format!("file is only {got} bytes")),
+        HeaderError::BadMagic(magic) => TargetError::NotGguf {
+            path: shown.clone(),
+            magic,
+        },
+        HeaderError::CutOff => corrupt("header cut off".into()),
+        HeaderError::UnsupportedVersion(v) => corrupt(format!("unsupported GGUF version {v}")),
+    })?;
     // Every tensor info and key/value pair takes at least ~16 bytes.
     if n_tensors.saturating_add(n_kv).saturating_mul(16) > meta.len() {
         return Err(TargetError::CorruptGguf {
@@ -358,15 +346,4 @@ fn check_gguf_header(path: &Path) -> Result<()> {
         });
     }
     Ok(())
-}
-
-fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read(&mut buf[got..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
-        }
-    }
-    got
 }
