@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=cpp/llama_spec.cpp");
+    println!("cargo:rerun-if-changed=cpp/llama_dflash.cpp");
     println!("cargo:rerun-if-env-changed=DEP_LLAMA_GGML_CMAKE_DIR");
     let cmake_dir =
         std::env::var("DEP_LLAMA_GGML_CMAKE_DIR").expect("llama-cpp-sys-2 exports its cmake dir");
@@ -30,6 +31,7 @@ fn main() {
         .cpp(true)
         .std("c++17")
         .file("cpp/llama_spec.cpp")
+        .file("cpp/llama_dflash.cpp")
         .include(src.join("common"))
         .include(src.join("include"))
         .include(src.join("ggml/include"))

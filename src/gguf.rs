@@ -51,6 +51,8 @@ pub enum GgmlType {
     Q4K,
     Q5K,
     Q6K,
+    I32,
+    I64,
     Bf16,
 }
 
@@ -69,15 +71,39 @@ impl GgmlType {
             12 => Self::Q4K,
             13 => Self::Q5K,
             14 => Self::Q6K,
+            26 => Self::I32,
+            27 => Self::I64,
             30 => Self::Bf16,
             _ => return None,
         })
     }
 
     /// (elements per block, bytes per block).
+    /// The id ggml.h gives this type.
+    pub fn id(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q4_0 => 2,
+            Self::Q4_1 => 3,
+            Self::Q5_0 => 6,
+            Self::Q5_1 => 7,
+            Self::Q8_0 => 8,
+            Self::Q2K => 10,
+            Self::Q3K => 11,
+            Self::Q4K => 12,
+            Self::Q5K => 13,
+            Self::Q6K => 14,
+            Self::I32 => 26,
+            Self::I64 => 27,
+            Self::Bf16 => 30,
+        }
+    }
+
     pub fn block(self) -> (usize, usize) {
         match self {
-            Self::F32 => (1, 4),
+            Self::F32 | Self::I32 => (1, 4),
+            Self::I64 => (1, 8),
             Self::F16 | Self::Bf16 => (1, 2),
             Self::Q4_0 => (32, 18),
             Self::Q4_1 => (32, 20),
@@ -169,6 +195,9 @@ pub struct Gguf {
     pub version: u32,
     pub metadata: BTreeMap<String, Value>,
     pub tensors: Vec<TensorInfo>,
+    /// Byte range of each metadata value (type id included) in the file, so a writer can
+    /// copy keys with their exact GGUF types (see [`Gguf::raw_value`]).
+    spans: BTreeMap<String, (u64, u64)>,
     data_start: u64,
     file_len: u64,
 }
@@ -284,10 +313,14 @@ impl Gguf {
         let n_tensors = rd.check_count(header.n_tensors, "tensor")?;
         let n_kv = rd.check_count(header.n_kv, "metadata")?;
         let mut metadata = BTreeMap::new();
+        let mut spans = BTreeMap::new();
         for _ in 0..n_kv {
             let key = rd.string()?;
+            let start = rd.r.stream_position().map_err(io)?;
             let ty = rd.u32()?;
             let v = rd.value(ty, 0)?;
+            let end = rd.r.stream_position().map_err(io)?;
+            spans.insert(key.clone(), (start, end));
             metadata.insert(key, v);
         }
         let mut tensors = Vec::with_capacity(n_tensors.min(1 << 16));
@@ -321,6 +354,7 @@ impl Gguf {
             version,
             metadata,
             tensors,
+            spans,
             data_start,
             file_len,
         })
@@ -357,6 +391,22 @@ impl Gguf {
     }
 
     /// `general.architecture`, the prefix of the model's own metadata keys.
+    /// A metadata value exactly as stored: its GGUF type id followed by its encoding.
+    pub fn raw_value(&self, key: &str) -> Result<Option<Vec<u8>>, GgufError> {
+        let Some(&(start, end)) = self.spans.get(key) else {
+            return Ok(None);
+        };
+        let io = |source| GgufError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let mut f = File::open(&self.path).map_err(io)?;
+        f.seek(SeekFrom::Start(start)).map_err(io)?;
+        let mut buf = vec![0u8; (end - start) as usize];
+        f.read_exact(&mut buf).map_err(io)?;
+        Ok(Some(buf))
+    }
+
     pub fn arch(&self) -> Option<&str> {
         self.get_str("general.architecture")
     }

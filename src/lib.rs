@@ -13,6 +13,7 @@ pub mod bench;
 pub mod draft;
 pub mod engine;
 pub mod gguf;
+pub mod gguf_write;
 pub mod models;
 pub mod sampling;
 pub mod session;

@@ -1,8 +1,10 @@
 //! Drafters: cheap proposers of the target's next tokens.
 
+pub mod diffusion;
 mod ngram;
 mod oracle;
 
+pub use diffusion::{DiffusionConfig, DiffusionDrafter};
 pub use ngram::{NgramConfig, NgramDrafter};
 pub use oracle::OracleDrafter;
 
@@ -63,6 +65,18 @@ pub trait Drafter: Send {
 
     /// The last draft's first `n_accepted` tokens were kept.
     fn accept(&mut self, _n_accepted: usize) {}
+
+    /// Target layers whose inputs this drafter conditions on (llama.cpp's layer-input
+    /// indices). The engine captures them from its own decodes — prefill and verification —
+    /// so they cost no extra target pass.
+    fn feature_layers(&self) -> &[usize] {
+        &[]
+    }
+
+    /// Target features of the committed positions `pos0..` (one row per position, the
+    /// layers of [`Drafter::feature_layers`] concatenated). Called after the prefill and
+    /// after every verification with the fed token and the accepted drafts only.
+    fn observe(&mut self, _pos0: usize, _features: &[f32]) {}
 }
 
 /// No drafting: plain autoregressive decoding through the same engine (the baseline).

@@ -194,7 +194,15 @@ pub fn generate(
 
     ctx.clear();
     drafter.begin(prompt);
+    // Drafters conditioned on the target's hidden states get them from these same decodes.
+    let wants_features = !drafter.feature_layers().is_empty();
+    ctx.set_feature_layers(drafter.feature_layers())?;
+    let mut features: Vec<f32> = Vec::new();
     ctx.decode(prompt, 0, Outputs::Last)?;
+    if wants_features {
+        ctx.features_into(0..prompt.len(), &mut features)?;
+        drafter.observe(0, &features);
+    }
     stats.prefill = t0.elapsed();
 
     let mut history: Vec<Token> = prompt.to_vec();
@@ -335,6 +343,12 @@ pub fn generate(
         emit.push(next);
         stats.record_round(draft.len(), n_acc);
         drafter.accept(n_acc);
+        if wants_features {
+            let to = Instant::now();
+            ctx.features_into(0..n_acc + 1, &mut features)?;
+            drafter.observe(pos, &features);
+            stats.draft += to.elapsed();
+        }
 
         // Roll back the rejected tail: keep the fed token and the accepted drafts.
         if n_acc < draft.len() {

@@ -47,44 +47,68 @@ pub enum Outputs {
     Hidden,
 }
 
-/// Where the eval callback puts the final-norm hidden states (`result_norm`). Boxed so its
-/// address is stable for llama.cpp's callback.
-struct HiddenCapture {
-    /// Capture during the current decode (only `Outputs::Hidden` decodes).
+/// What the eval callback captures. Boxed so its address is stable for llama.cpp's callback.
+struct Capture {
+    /// Capture `result_norm` during the current decode (only `Outputs::Hidden` decodes).
     active: bool,
-    /// Rows captured by the current decode.
+    /// Rows of `result_norm` captured by the current decode.
     rows: usize,
     data: Vec<f32>,
+    /// Graph tensor names holding the wanted target-layer inputs (`l_out-{il-1}`), and the
+    /// rows captured for each, appended over every chunk of the current decode.
+    feature_names: Vec<Vec<u8>>,
+    features: Vec<Vec<f32>>,
 }
 
 /// ggml's scheduler calls this for every graph node: first asking whether we want the node
 /// (`ask`), then, for nodes we want, after computing up to it. Returning `false` then stops
 /// the rest of the graph: everything after `result_norm` is the output head, which the lazy
-/// head computes itself. The KV cache has been written by then.
+/// head computes itself. The KV cache has been written by then. Target-layer inputs (for
+/// drafters conditioned on the target's hidden states) are copied out and the graph goes on.
 unsafe extern "C" fn capture_hidden(
     t: *mut sys::ggml_tensor,
     ask: bool,
     user: *mut std::ffi::c_void,
 ) -> bool {
-    // SAFETY: user is the context's boxed HiddenCapture (outlives the context); t is a
-    // valid tensor for the duration of the call.
-    let cap = unsafe { &mut *(user as *mut HiddenCapture) };
-    if !cap.active {
-        return false;
-    }
-    let name = unsafe { std::ffi::CStr::from_ptr((*t).name.as_ptr()) };
-    // Only result_norm is wanted, so only it is ever reported with ask == false.
-    if ask || name.to_bytes() != b"result_norm" {
-        return ask && name.to_bytes() == b"result_norm";
+    // SAFETY: user is the context's boxed Capture (outlives the context); t is a valid
+    // tensor for the duration of the call.
+    let cap = unsafe { &mut *(user as *mut Capture) };
+    let name = unsafe { std::ffi::CStr::from_ptr((*t).name.as_ptr()) }.to_bytes();
+    let hidden = cap.active && name == b"result_norm";
+    let feature = cap.feature_names.iter().position(|n| n.as_slice() == name);
+    if ask {
+        return hidden || feature.is_some();
     }
     // SAFETY: a computed f32 tensor [n_embd, rows] on the CPU backend.
-    unsafe {
-        let n = sys::ggml_nelements(t) as usize;
-        cap.data.resize(n, 0.0);
-        sys::ggml_backend_tensor_get(t, cap.data.as_mut_ptr() as *mut std::ffi::c_void, 0, n * 4);
-        cap.rows = (*t).ne[1] as usize;
+    let n = unsafe { sys::ggml_nelements(t) as usize };
+    if let Some(i) = feature {
+        let buf = &mut cap.features[i];
+        let start = buf.len();
+        buf.resize(start + n, 0.0);
+        unsafe {
+            sys::ggml_backend_tensor_get(
+                t,
+                buf[start..].as_mut_ptr() as *mut std::ffi::c_void,
+                0,
+                n * 4,
+            );
+        }
+        return true;
     }
-    false
+    if hidden {
+        cap.data.resize(n, 0.0);
+        unsafe {
+            sys::ggml_backend_tensor_get(
+                t,
+                cap.data.as_mut_ptr() as *mut std::ffi::c_void,
+                0,
+                n * 4,
+            );
+            cap.rows = (*t).ne[1] as usize;
+        }
+        return false;
+    }
+    true
 }
 
 /// One sequence's llama.cpp context. Not `Sync`: one decode at a time.
@@ -98,7 +122,7 @@ pub struct Context {
     n_outputs: usize,
     /// Batch index of output row 0 (llama.cpp addresses logits by batch index).
     first_output: usize,
-    capture: Box<HiddenCapture>,
+    capture: Box<Capture>,
     model: Arc<Model>,
 }
 
@@ -110,10 +134,12 @@ impl Context {
     pub fn new(model: Arc<Model>, params: &ContextParams) -> Result<Self> {
         let n_ctx = params.n_ctx.max(16);
         let n_batch = params.n_batch.clamp(1, n_ctx);
-        let mut capture = Box::new(HiddenCapture {
+        let mut capture = Box::new(Capture {
             active: false,
             rows: 0,
             data: Vec::new(),
+            feature_names: Vec::new(),
+            features: Vec::new(),
         });
         // SAFETY: default params are plain data; model is valid for the context's lifetime
         // (we hold an Arc to it).
@@ -127,7 +153,7 @@ impl Context {
             cp.n_threads_batch = params.n_threads;
             cp.no_perf = true;
             cp.cb_eval = Some(capture_hidden);
-            cp.cb_eval_user_data = &mut *capture as *mut HiddenCapture as *mut std::ffi::c_void;
+            cp.cb_eval_user_data = &mut *capture as *mut Capture as *mut std::ffi::c_void;
             // Sliding-window models (Gemma 3) must keep their whole window history so that
             // rolling back rejected draft tokens never leaves a hole in the window.
             cp.swa_full = true;
@@ -192,6 +218,7 @@ impl Context {
         }
         let n_chunks = tokens.len().div_ceil(self.n_batch);
         self.capture.rows = 0;
+        self.capture.features.iter_mut().for_each(Vec::clear);
         for (ci, chunk) in tokens.chunks(self.n_batch).enumerate() {
             let last_chunk = ci + 1 == n_chunks;
             let pos0 = start_pos + ci * self.n_batch;
@@ -258,6 +285,45 @@ impl Context {
             self.capture.rows
         );
         &self.capture.data[i * n..(i + 1) * n]
+    }
+
+    /// Capture the inputs of these target layers (llama.cpp's layer-input indices, 1 ..
+    /// n_layer − 1) in every decode from now on; empty turns capturing off.
+    pub fn set_feature_layers(&mut self, layers: &[usize]) -> Result<()> {
+        let n_layer = self.model.n_layer();
+        if let Some(&bad) = layers.iter().find(|&&l| l == 0 || l >= n_layer) {
+            return Err(TargetError::FeatureLayer {
+                layer: bad,
+                n_layer,
+            });
+        }
+        // The input of layer il is the output of layer il − 1, named "l_out-{il-1}" in
+        // every llama.cpp model graph.
+        self.capture.feature_names = layers
+            .iter()
+            .map(|l| format!("l_out-{}", l - 1).into_bytes())
+            .collect();
+        self.capture.features = vec![Vec::new(); layers.len()];
+        Ok(())
+    }
+
+    /// The captured features of rows `rows` of the last decode (over all its chunks), one
+    /// position after another, each the concatenation of the layers in the order given to
+    /// [`Context::set_feature_layers`] — the layout llama.cpp's DFlash drafters read.
+    pub fn features_into(&self, rows: std::ops::Range<usize>, out: &mut Vec<f32>) -> Result<()> {
+        let n = self.model.n_embd();
+        out.clear();
+        for f in &self.capture.features {
+            if f.len() < rows.end * n {
+                return Err(TargetError::NoFeatures);
+            }
+        }
+        for r in rows {
+            for f in &self.capture.features {
+                out.extend_from_slice(&f[r * n..(r + 1) * n]);
+            }
+        }
+        Ok(())
     }
 
     /// Number of logit rows available from the last decode.

@@ -8,11 +8,13 @@
 mod backend;
 mod context;
 pub mod head;
+mod llama_dflash;
 mod llama_spec;
 mod model;
 
 pub use backend::init_backend;
 pub use context::{Context, ContextParams, Outputs, default_threads};
+pub use llama_dflash::LlamaDflash;
 pub use llama_spec::{LlamaSpecStats, llama_spec_generate};
 pub use model::{Model, ModelParams};
 
@@ -40,6 +42,12 @@ pub enum TargetError {
         "llama.cpp's graph for this model has no result_norm node: the lazy head cannot be used"
     )]
     NoHidden,
+    #[error(
+        "target layer {layer} cannot provide features (layers 1 up to but excluding {n_layer} can)"
+    )]
+    FeatureLayer { layer: usize, n_layer: usize },
+    #[error("llama.cpp's graph did not report the requested target-layer features")]
+    NoFeatures,
     #[error("llama_decode failed with status {0}")]
     Decode(i32),
     #[error("KV-cache rollback (seq_rm from position {0}) was refused by llama.cpp")]

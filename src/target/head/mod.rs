@@ -210,6 +210,16 @@ impl OutputHead {
 
     /// Full logits for each hidden state into `out[j]` (resized to the vocabulary).
     pub fn logits(&self, hidden: &[&[f32]], out: &mut [Vec<f32>]) {
+        self.logits_with(hidden, out, true)
+    }
+
+    /// The head's plain matrix product, without the model's logit soft-capping (a DFlash
+    /// drafter sharing this head reads raw logits, as in llama.cpp).
+    pub fn logits_raw(&self, hidden: &[&[f32]], out: &mut [Vec<f32>]) {
+        self.logits_with(hidden, out, false)
+    }
+
+    fn logits_with(&self, hidden: &[&[f32]], out: &mut [Vec<f32>], cap: bool) {
         let xs = self.quantize(hidden);
         let refs: Vec<&Q8Rows> = xs.iter().collect();
         let m = refs.len();
@@ -221,7 +231,7 @@ impl OutputHead {
                 let d = &self.w.d[r * self.nb..(r + 1) * self.nb];
                 q8::dot_row(qs, d, &refs, &mut tmp);
                 for j in 0..m {
-                    vals[j * (hi - lo) + (r - lo)] = self.cap(tmp[j]);
+                    vals[j * (hi - lo) + (r - lo)] = if cap { self.cap(tmp[j]) } else { tmp[j] };
                 }
             }
             (lo, hi, vals)

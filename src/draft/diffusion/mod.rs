@@ -1,0 +1,150 @@
+//! The Rust-native diffusion drafter: llama.cpp's DFlash block-diffusion drafters, run by
+//! Tandem's own forward pass (no ggml). One non-causal pass over
+//! `[last token, <mask> × (n − 1)]`, conditioned on the target's hidden states, proposes the
+//! whole block at once; each position comes with the drafter's probability (q, for
+//! lossless rejection sampling) and a confidence (its top probability, for length policies).
+
+pub mod fixture;
+mod forward;
+mod linear;
+mod model;
+
+use std::sync::Arc;
+
+pub use forward::DflashCache;
+pub use linear::Linear;
+pub use model::{DflashConfig, DflashModel, DiffusionError};
+
+use super::{Draft, Drafter};
+use crate::sampling::{Dist, Rng, SamplingConfig};
+use crate::target::Token;
+
+/// Plain-data settings of the diffusion drafter.
+#[derive(Debug, Clone)]
+pub struct DiffusionConfig {
+    /// Stop the draft at the first position whose top probability is below this
+    /// ("fail fast"; 0 = always the full block).
+    pub p_min: f32,
+    /// The request's sampling transform: drafts are sampled from it and q reported under
+    /// it, so rejection sampling stays exact. Greedy: the drafter's argmax.
+    pub sampling: SamplingConfig,
+}
+
+impl Default for DiffusionConfig {
+    fn default() -> Self {
+        Self {
+            p_min: 0.0,
+            sampling: SamplingConfig::greedy(),
+        }
+    }
+}
+
+pub struct DiffusionDrafter {
+    model: Arc<DflashModel>,
+    cfg: DiffusionConfig,
+    cache: DflashCache,
+    rng: Rng,
+    logits: Vec<Vec<f32>>,
+}
+
+impl DiffusionDrafter {
+    pub fn new(model: Arc<DflashModel>, cfg: DiffusionConfig) -> Self {
+        let cache = model.new_cache();
+        let rng = Rng::new(cfg.sampling.seed ^ 0x9e37_79b9_7f4a_7c15);
+        Self {
+            model,
+            cfg,
+            cache,
+            rng,
+            logits: Vec::new(),
+        }
+    }
+
+    pub fn model(&self) -> &Arc<DflashModel> {
+        &self.model
+    }
+
+    /// Context positions the drafter holds features for.
+    pub fn context_len(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// Softmax probability of the largest logit (the drafter's confidence).
+fn top_prob(logits: &[f32]) -> (Token, f32) {
+    let (mut best, mut max) = (0usize, f32::NEG_INFINITY);
+    for (i, &v) in logits.iter().enumerate() {
+        if v > max {
+            (best, max) = (i, v);
+        }
+    }
+    let sum: f64 = logits.iter().map(|&v| ((v - max) as f64).exp()).sum();
+    (best as Token, (1.0 / sum) as f32)
+}
+
+impl Drafter for DiffusionDrafter {
+    fn name(&self) -> &str {
+        "diffusion"
+    }
+
+    fn begin(&mut self, _prompt: &[Token]) {
+        self.cache.clear();
+        self.rng = Rng::new(self.cfg.sampling.seed ^ 0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn feature_layers(&self) -> &[usize] {
+        &self.model.cfg.target_layers
+    }
+
+    fn observe(&mut self, pos0: usize, features: &[f32]) {
+        if pos0 != self.cache.len() {
+            // Out of step (should not happen with the engine): start over from here on.
+            self.cache.clear();
+            if pos0 != 0 {
+                return;
+            }
+        }
+        self.model.inject(&mut self.cache, features);
+    }
+
+    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
+        let pos = history.len() - 1;
+        // Features must cover exactly the positions before the newest token.
+        if self.cache.len() != pos || max == 0 {
+            return;
+        }
+        let n = max.min(self.model.cfg.block_size - 1);
+        self.model
+            .draft_logits(&self.cache, history[pos], n + 1, &mut self.logits);
+        let greedy = self.cfg.sampling.is_greedy();
+        for row in &self.logits[..n] {
+            let (top, conf) = top_prob(row);
+            if conf < self.cfg.p_min {
+                break;
+            }
+            if greedy {
+                out.tokens.push(top);
+                out.q.push(None);
+            } else {
+                let mut q = Dist::default();
+                self.cfg.sampling.distribution_into(row, &mut q);
+                let t = q.sample_with(self.rng.uniform());
+                out.tokens.push(t);
+                out.q.push(Some(q));
+            }
+            out.confidence.push(conf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_prob_is_the_softmax_maximum() {
+        let (t, p) = top_prob(&[0.0, (3.0f32).ln(), f32::NEG_INFINITY]);
+        assert_eq!(t, 1);
+        assert!((p - 0.75).abs() < 1e-6);
+    }
+}
