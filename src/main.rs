@@ -1,6 +1,7 @@
 //! The `tandem` command line: a thin front end over the library.
 
 use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -9,7 +10,7 @@ use tandem::draft::NgramConfig;
 use tandem::engine::EngineConfig;
 use tandem::models;
 use tandem::sampling::SamplingConfig;
-use tandem::session::{DraftSpec, HeadMode, Session, SessionConfig};
+use tandem::session::{DiffusionSpec, DraftSpec, HeadMode, Session, SessionConfig};
 use tandem::target::{ContextParams, ModelParams};
 use tandem::text::Utf8Stream;
 
@@ -76,6 +77,12 @@ struct BenchArgs {
     /// Fewest positions in the first lazy-head pass of a round (`+lazy` configurations).
     #[arg(long, default_value_t = 2)]
     lazy_group: usize,
+    /// Drafter file for `diffusion` configurations (a `dflash` GGUF for this model).
+    #[arg(long, value_name = "PATH.gguf")]
+    drafter: Option<PathBuf>,
+    /// Diffusion drafter confidence cut-off (see `generate --draft-p-min`).
+    #[arg(long, default_value_t = 0.0)]
+    draft_p_min: f32,
     /// Run at most this many prompts of each category (in file order).
     #[arg(long)]
     limit_per_category: Option<usize>,
@@ -120,9 +127,17 @@ struct GenerateArgs {
     /// CPU threads.
     #[arg(short = 't', long)]
     threads: Option<i32>,
-    /// Drafter: none (plain decoding) or ngram (prompt lookup).
+    /// Drafter: none (plain decoding), ngram (prompt lookup) or diffusion (a DFlash
+    /// block-diffusion drafter run by Tandem, given with --drafter).
     #[arg(long, default_value = "ngram")]
     draft: DraftSpec,
+    /// Drafter file for --draft diffusion: a llama.cpp `dflash` GGUF made for this target.
+    #[arg(long, value_name = "PATH.gguf")]
+    drafter: Option<PathBuf>,
+    /// Diffusion drafter: end the draft at the first position whose confidence (top
+    /// probability) is below this (0 = always the whole block).
+    #[arg(long, default_value_t = 0.0)]
+    draft_p_min: f32,
     /// Most tokens drafted per verification step.
     #[arg(long, default_value_t = 8)]
     draft_max: usize,
@@ -234,6 +249,15 @@ fn validate(a: &GenerateArgs) -> Result<()> {
     if !(a.top_p > 0.0 && a.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1] (got {})", a.top_p);
     }
+    if !(0.0..=1.0).contains(&a.draft_p_min) {
+        bail!("--draft-p-min must be in [0, 1] (got {})", a.draft_p_min);
+    }
+    if a.drafter.is_some() && !matches!(a.draft, DraftSpec::Diffusion(_)) {
+        bail!("--drafter is only used with --draft diffusion");
+    }
+    if matches!(a.draft, DraftSpec::Diffusion(_)) && a.drafter.is_none() {
+        bail!("--draft diffusion needs --drafter PATH.gguf (a dflash drafter for this model)");
+    }
     if a.ngram_min == 0 || a.ngram_min > a.ngram_max || a.ngram_max > 64 {
         bail!(
             "need 1 <= --ngram-min <= --ngram-max <= 64 (got {}..{})",
@@ -280,21 +304,26 @@ fn generate(a: GenerateArgs) -> Result<()> {
             n_max: a.ngram_max,
             n_min: a.ngram_min,
         }),
+        DraftSpec::Diffusion(_) => DraftSpec::Diffusion(DiffusionSpec {
+            path: a.drafter.clone().unwrap_or_default(),
+            p_min: a.draft_p_min,
+        }),
         d => d,
     };
-    let mut drafter = draft.build();
+    let sampling = SamplingConfig {
+        temp: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    };
+    let mut drafter = session.drafter(&draft, &sampling)?;
     let ecfg = EngineConfig {
         draft_max: if draft == DraftSpec::None {
             0
         } else {
             a.draft_max
         },
-        sampling: SamplingConfig {
-            temp: a.temp,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            seed: a.seed,
-        },
+        sampling,
         lazy_head: if draft == DraftSpec::None {
             None
         } else {
@@ -393,6 +422,10 @@ fn bench(a: BenchArgs) -> Result<()> {
         reps: a.reps,
         draft_max: a.draft_max,
         ngram: NgramConfig::default(),
+        diffusion: DiffusionSpec {
+            path: a.drafter.clone().unwrap_or_default(),
+            p_min: a.draft_p_min,
+        },
         lazy_group: a.lazy_group,
     };
     let bar = indicatif::ProgressBar::new((prompts.len() * a.reps * configs.len()) as u64)

@@ -3,9 +3,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::draft::{Drafter, NgramConfig, NgramDrafter, NoDrafter};
+use crate::draft::diffusion::{DflashModel, DiffusionError};
+use crate::draft::{
+    DiffusionConfig, DiffusionDrafter, Drafter, NgramConfig, NgramDrafter, NoDrafter,
+};
 use crate::engine::{self, EngineConfig, EngineError, Generation};
 use crate::models::{self, FetchError};
+use crate::sampling::SamplingConfig;
 use crate::target::head::{HeadError, OutputHead};
 use crate::target::{Context, ContextParams, Model, ModelParams, TargetError, Token};
 
@@ -19,6 +23,10 @@ pub enum SessionError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Head(#[from] HeadError),
+    #[error(transparent)]
+    Diffusion(#[from] DiffusionError),
+    #[error("the diffusion drafter needs a drafter file (--drafter PATH.gguf)")]
+    NoDrafterFile,
     #[error("the prompt is empty")]
     EmptyPrompt,
 }
@@ -59,20 +67,24 @@ impl std::str::FromStr for HeadMode {
 pub enum DraftSpec {
     None,
     Ngram(NgramConfig),
+    Diffusion(DiffusionSpec),
+}
+
+/// The diffusion drafter's file and length policy.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DiffusionSpec {
+    /// A `dflash` GGUF (empty: not given yet).
+    pub path: PathBuf,
+    /// Stop drafting at the first position below this confidence (0 = the whole block).
+    pub p_min: f32,
 }
 
 impl DraftSpec {
-    pub fn build(&self) -> Box<dyn Drafter> {
-        match self {
-            DraftSpec::None => Box::new(NoDrafter),
-            DraftSpec::Ngram(c) => Box::new(NgramDrafter::new(c.clone())),
-        }
-    }
-
     pub fn name(&self) -> &'static str {
         match self {
             DraftSpec::None => "none",
             DraftSpec::Ngram(_) => "ngram",
+            DraftSpec::Diffusion(_) => "diffusion",
         }
     }
 }
@@ -83,7 +95,10 @@ impl std::str::FromStr for DraftSpec {
         match s {
             "none" => Ok(DraftSpec::None),
             "ngram" => Ok(DraftSpec::Ngram(NgramConfig::default())),
-            other => Err(format!("unknown drafter '{other}' (choose: none, ngram)")),
+            "diffusion" => Ok(DraftSpec::Diffusion(DiffusionSpec::default())),
+            other => Err(format!(
+                "unknown drafter '{other}' (choose: none, ngram, diffusion)"
+            )),
         }
     }
 }
@@ -103,6 +118,7 @@ pub struct Session {
     pub path: PathBuf,
     threads: usize,
     head: Option<Arc<OutputHead>>,
+    dflash: Option<(PathBuf, Arc<DflashModel>)>,
 }
 
 impl Session {
@@ -116,6 +132,7 @@ impl Session {
             path,
             threads: cfg.context.n_threads.max(1) as usize,
             head: None,
+            dflash: None,
         })
     }
 
@@ -134,6 +151,44 @@ impl Session {
             self.head = Some(Arc::new(OutputHead::for_model(&self.model, self.threads)?));
         }
         Ok(self.head.clone().expect("just loaded"))
+    }
+
+    /// A DFlash drafter checked against this session's target (loaded once per path).
+    pub fn dflash(&mut self, path: &std::path::Path) -> Result<Arc<DflashModel>, SessionError> {
+        if let Some((p, m)) = &self.dflash
+            && p == path
+        {
+            return Ok(m.clone());
+        }
+        let head = self.lazy_head().ok();
+        let m = Arc::new(DflashModel::load(path, &self.model, || head, self.threads)?);
+        self.dflash = Some((path.to_path_buf(), m.clone()));
+        Ok(m)
+    }
+
+    /// A fresh drafter for `spec`; drafters that sample use the request's `sampling`.
+    pub fn drafter(
+        &mut self,
+        spec: &DraftSpec,
+        sampling: &SamplingConfig,
+    ) -> Result<Box<dyn Drafter>, SessionError> {
+        Ok(match spec {
+            DraftSpec::None => Box::new(NoDrafter),
+            DraftSpec::Ngram(c) => Box::new(NgramDrafter::new(c.clone())),
+            DraftSpec::Diffusion(d) => {
+                if d.path.as_os_str().is_empty() {
+                    return Err(SessionError::NoDrafterFile);
+                }
+                let model = self.dflash(&d.path)?;
+                Box::new(DiffusionDrafter::new(
+                    model,
+                    DiffusionConfig {
+                        p_min: d.p_min,
+                        sampling: sampling.clone(),
+                    },
+                ))
+            }
+        })
     }
 
     /// The head to verify with under `mode`: `Auto` picks the lazy head for large

@@ -11,7 +11,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use tandem::draft::{NgramConfig, NgramDrafter, NoDrafter};
+use tandem::draft::{DiffusionConfig, DiffusionDrafter, NgramConfig, NgramDrafter, NoDrafter};
 use tandem::engine::EngineConfig;
 use tandem::sampling::SamplingConfig;
 use tandem::target::Token;
@@ -80,16 +80,23 @@ fn chi_square_helper_detects_difference() {
 
 #[test]
 fn ngram_sampling_matches_plain_sampling_in_distribution() {
-    check_sampling(false);
+    check_sampling(false, false);
+}
+
+/// A random-weight diffusion drafter: its sampled drafts are almost always rejected, so the
+/// emitted tokens come from the residual distribution, which must still give exactly p.
+#[test]
+fn diffusion_sampling_matches_plain_sampling_in_distribution() {
+    check_sampling(false, true);
 }
 
 /// The same through Tandem's lazy output head (logits computed by Tandem per position).
 #[test]
 fn ngram_sampling_through_the_lazy_head_matches_plain_sampling() {
-    check_sampling(true);
+    check_sampling(true, false);
 }
 
-fn check_sampling(lazy: bool) {
+fn check_sampling(lazy: bool, diffusion: bool) {
     let _guard = exclusive();
     let m = model("smollm2-135m", true);
     let lazy_head = lazy.then(|| head(&m));
@@ -139,8 +146,18 @@ fn check_sampling(lazy: bool) {
             },
             ..cfg
         };
-        let mut d = NgramDrafter::new(NgramConfig { n_max: 3, n_min: 1 });
-        let s = run(&mut ctx, &mut d, &toks, n, &cfg2);
+        let mut d: Box<dyn tandem::draft::Drafter> = if diffusion {
+            Box::new(DiffusionDrafter::new(
+                random_dflash(&m),
+                DiffusionConfig {
+                    p_min: 0.0,
+                    sampling: cfg2.sampling.clone(),
+                },
+            ))
+        } else {
+            Box::new(NgramDrafter::new(NgramConfig { n_max: 3, n_min: 1 }))
+        };
+        let s = run(&mut ctx, d.as_mut(), &toks, n, &cfg2);
         drafted += s.stats.drafted;
         accepted += s.stats.accepted;
         for i in POSITIONS {
@@ -150,11 +167,18 @@ fn check_sampling(lazy: bool) {
             }
         }
     }
-    eprintln!("lazy head: {lazy}; drafted {drafted}, accepted {accepted}");
-    assert!(
-        accepted > 0 && accepted < drafted,
-        "drafts must be both accepted and rejected"
-    );
+    eprintln!("lazy head: {lazy}, diffusion: {diffusion}; drafted {drafted}, accepted {accepted}");
+    if diffusion {
+        assert!(
+            drafted >= TRIALS as usize,
+            "the diffusion drafter must draft every trial"
+        );
+    } else {
+        assert!(
+            accepted > 0 && accepted < drafted,
+            "drafts must be both accepted and rejected"
+        );
+    }
     for i in POSITIONS {
         let (chi, df) = chi_square(&plain[i], &spec[i]);
         let crit = chi_critical_p001(df);

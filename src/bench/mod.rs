@@ -17,7 +17,8 @@ pub use stats::{
 
 use crate::draft::{NgramConfig, OracleDrafter};
 use crate::engine::EngineConfig;
-use crate::session::{DraftSpec, Session, SessionError};
+use crate::sampling::SamplingConfig;
+use crate::session::{DiffusionSpec, DraftSpec, Session, SessionError};
 use crate::target::{Token, llama_spec_generate};
 
 /// One prompt of a suite (JSONL: {"id", "category", "prompt", "raw"}).
@@ -117,10 +118,24 @@ pub fn run_one(
     match cfg {
         BenchConfig::Tandem(_, lazy) | BenchConfig::Oracle(lazy) => {
             let (mut d, k): (Box<dyn crate::draft::Drafter>, usize) = match cfg {
-                BenchConfig::Tandem(DraftSpec::None, _) => (DraftSpec::None.build(), 0),
-                BenchConfig::Tandem(DraftSpec::Ngram(_), _) => {
-                    (DraftSpec::Ngram(opts.ngram.clone()).build(), draft_max)
-                }
+                BenchConfig::Tandem(DraftSpec::None, _) => (
+                    session.drafter(&DraftSpec::None, &SamplingConfig::greedy())?,
+                    0,
+                ),
+                BenchConfig::Tandem(DraftSpec::Ngram(_), _) => (
+                    session.drafter(
+                        &DraftSpec::Ngram(opts.ngram.clone()),
+                        &SamplingConfig::greedy(),
+                    )?,
+                    draft_max,
+                ),
+                BenchConfig::Tandem(DraftSpec::Diffusion(_), _) => (
+                    session.drafter(
+                        &DraftSpec::Diffusion(opts.diffusion.clone()),
+                        &SamplingConfig::greedy(),
+                    )?,
+                    draft_max,
+                ),
                 _ => {
                     let reference = reference.unwrap_or_default().to_vec();
                     (
@@ -227,6 +242,8 @@ pub struct SuiteOptions {
     pub reps: usize,
     pub draft_max: usize,
     pub ngram: NgramConfig,
+    /// The drafter file and policy for `diffusion` configurations.
+    pub diffusion: DiffusionSpec,
     /// Fewest positions in the first lazy-head pass of a round (`+lazy` configurations).
     pub lazy_group: usize,
 }

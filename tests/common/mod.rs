@@ -105,3 +105,33 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A random-weight DFlash drafter for `model` (the library's fixture writer, F16 weights),
+/// written once per test binary into a temporary directory and loaded against the model.
+#[allow(dead_code)]
+pub fn random_dflash(model: &Arc<Model>) -> Arc<tandem::draft::diffusion::DflashModel> {
+    use tandem::draft::diffusion::DflashModel;
+    use tandem::draft::diffusion::fixture::{FixtureOptions, write_random_dflash};
+    type DCache = Mutex<(Option<tempfile::TempDir>, Vec<(String, Arc<DflashModel>)>)>;
+    static CACHE: OnceLock<DCache> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new((None, Vec::new())));
+    let mut c = cache.lock().unwrap();
+    if let Some((_, d)) = c.1.iter().find(|(p, _)| p == model.path()) {
+        return d.clone();
+    }
+    let dir =
+        c.0.get_or_insert_with(|| tempfile::tempdir().unwrap())
+            .path()
+            .to_path_buf();
+    let path = dir.join(format!("dflash-{}.gguf", c.1.len()));
+    write_random_dflash(
+        std::path::Path::new(model.path()),
+        &path,
+        &FixtureOptions::default(),
+    )
+    .expect("fixture");
+    let h = head(model);
+    let d = Arc::new(DflashModel::load(&path, model, || Some(h), 2).expect("drafter load"));
+    c.1.push((model.path().to_string(), d.clone()));
+    d
+}
