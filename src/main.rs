@@ -38,6 +38,24 @@ enum Cmd {
     Models,
     /// Benchmark drafters side by side (interleaved runs, medians, output checked).
     Bench(BenchArgs),
+    /// Write a random-weight DFlash drafter shaped for a model (a test fixture: it drafts
+    /// nonsense, which verification must reject without changing the output).
+    RandomDrafter {
+        /// GGUF path or manifest name of the target.
+        #[arg(short = 'm', long)]
+        model: String,
+        /// Output GGUF.
+        #[arg(short = 'o', long)]
+        out: PathBuf,
+        /// Weight type: f32, f16, bf16 or q8_0.
+        #[arg(long, default_value = "f16")]
+        wtype: String,
+        /// Drafter layers.
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -93,9 +111,16 @@ struct BenchArgs {
     /// Largest batch for --calibrate.
     #[arg(long, default_value_t = 64)]
     max_k: usize,
-    /// Context depth for --calibrate.
+    /// Context depth for --calibrate and --drafter-speed.
     #[arg(long, default_value_t = 256)]
     depth: usize,
+    /// Instead of prompts: time one block of the --drafter (Tandem's Rust forward pass vs
+    /// llama.cpp's dflash graph on the same file) against one target step, at --depth.
+    #[arg(long)]
+    drafter_speed: bool,
+    /// Block size for --drafter-speed (the last token plus block − 1 masks).
+    #[arg(long, default_value_t = 16)]
+    block: usize,
 }
 
 #[derive(clap::Args)]
@@ -201,6 +226,39 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench(a) => bench(a),
+        Cmd::RandomDrafter {
+            model,
+            out,
+            wtype,
+            layers,
+            seed,
+        } => {
+            use tandem::draft::diffusion::fixture::{FixtureOptions, write_random_dflash};
+            use tandem::gguf::GgmlType;
+            let wtype = match wtype.to_ascii_lowercase().as_str() {
+                "f32" => GgmlType::F32,
+                "f16" => GgmlType::F16,
+                "bf16" => GgmlType::Bf16,
+                "q8_0" => GgmlType::Q8_0,
+                o => bail!("unknown --wtype '{o}' (f32, f16, bf16, q8_0)"),
+            };
+            if !(1..=64).contains(&layers) {
+                bail!("--layers must be in 1..=64");
+            }
+            let path = models::resolve(&model)?;
+            write_random_dflash(
+                &path,
+                &out,
+                &FixtureOptions {
+                    n_layer: layers,
+                    wtype,
+                    seed,
+                    ..FixtureOptions::default()
+                },
+            )?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
         Cmd::Models => {
             let dir = models::models_dir();
             for m in models::manifest().models {
@@ -387,6 +445,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.calibrate {
         return calibrate_cmd(&a);
     }
+    if a.drafter_speed {
+        return drafter_speed_cmd(&a);
+    }
     let mut prompts = load_prompts(&a.prompts).map_err(anyhow::Error::msg)?;
     if let Some(n) = a.limit_per_category {
         prompts = limit_per_category(prompts, n);
@@ -466,6 +527,66 @@ fn bench(a: BenchArgs) -> Result<()> {
         println!(
             "\n{n} (prompt, configuration) pairs diverged from plain decoding; the largest baseline top-2 logit gap at a divergence was {gap:.3} (llama.cpp's batched kernels round differently from single-token ones; see README, Losslessness). Use --exact for bit-identical batches up to the model's exact size."
         );
+    }
+    Ok(())
+}
+
+fn drafter_speed_cmd(a: &BenchArgs) -> Result<()> {
+    let path = a
+        .drafter
+        .clone()
+        .context("--drafter-speed needs --drafter PATH.gguf")?;
+    if !(2..=64).contains(&a.block) || a.reps == 0 || !(1..=8192).contains(&a.depth) {
+        bail!("need --block in 2..=64, --reps >= 1, --depth in 1..=8192");
+    }
+    let cfg = SessionConfig {
+        model: a.model.clone(),
+        context: ContextParams {
+            n_ctx: (a.depth + a.block + 64) as u32,
+            n_threads: a.threads,
+            n_batch: 512,
+            flash_attn: None,
+        },
+        model_params: ModelParams::default(),
+    };
+    let mut session = Session::open(&cfg)?;
+    let ours = session.dflash(&path)?;
+    let r = tandem::bench::drafter_speed(
+        &mut session.ctx,
+        &path,
+        &ours,
+        a.depth,
+        a.block,
+        a.reps,
+        a.threads,
+    )?;
+    println!(
+        "model: {} | drafter: {} | depth {}, block {}, {} threads, {} reps (medians)\n",
+        session.model.description(),
+        path.display(),
+        r.depth,
+        r.block,
+        a.threads,
+        r.reps
+    );
+    println!("| | ms | / target step |");
+    println!("|---|---|---|");
+    println!("| target step (1 token) | {:.2} | 1.00 |", r.target_step_ms);
+    for (name, ms) in [
+        ("Tandem block (Rust)", r.tandem_block_ms),
+        ("llama.cpp block (ggml dflash)", r.llama_block_ms),
+    ] {
+        println!("| {name} | {ms:.2} | {:.2} |", ms / r.target_step_ms);
+    }
+    println!(
+        "\nTandem / llama.cpp block time: {:.2}; feature injection per position: Tandem {:.3} ms, llama.cpp {:.3} ms",
+        r.tandem_block_ms / r.llama_block_ms,
+        r.tandem_inject_ms,
+        r.llama_inject_ms
+    );
+    if let Some(j) = &a.json {
+        std::fs::write(j, serde_json::to_string_pretty(&r)?)
+            .with_context(|| format!("writing {}", j.display()))?;
     }
     Ok(())
 }

@@ -4,11 +4,13 @@
 
 mod calibrate;
 mod chart;
+mod drafter_speed;
 mod report;
 mod stats;
 
 pub use calibrate::{CostPoint, calibrate};
 pub use chart::speedup_chart_svg;
+pub use drafter_speed::{DrafterSpeed, drafter_speed};
 pub use report::{PromptResult, Report, category_table, prompt_table};
 pub use stats::{
     CategorySummary, Divergence, Summary, common_prefix_len, median, per_category,

@@ -59,7 +59,7 @@ impl Linear {
                     .collect(),
                 round: Round::Bf16,
             },
-            GgmlType::Q8_0 if cols % QK == 0 => Data::Q8 {
+            GgmlType::Q8_0 if cols.is_multiple_of(QK) => Data::Q8 {
                 w: q8::from_ggml_blocks(bytes),
             },
             _ => return None,
@@ -97,10 +97,19 @@ impl Linear {
                     Round::F16 => xs.iter().map(|&x| f16_to_f32(f32_to_f16(x))).collect(),
                     Round::Bf16 => xs.iter().map(|&x| bf16_to_f32(f32_to_bf16(x))).collect(),
                 };
+                let c = self.cols;
                 self.par(ys, m, threads, |r, out| {
-                    let wr = &w[r * self.cols..(r + 1) * self.cols];
-                    for (j, o) in out.iter_mut().enumerate() {
-                        *o = dot_f32(wr, &xr[j * self.cols..(j + 1) * self.cols]);
+                    let wr = &w[r * c..(r + 1) * c];
+                    // Four activation rows per pass over the weight row: independent FMA
+                    // chains (one chain is latency-bound) and one weight load for four.
+                    let mut j = 0;
+                    while j + 4 <= m {
+                        let x = |i: usize| &xr[(j + i) * c..(j + i + 1) * c];
+                        out[j..j + 4].copy_from_slice(&dot4_f32(wr, [x(0), x(1), x(2), x(3)]));
+                        j += 4;
+                    }
+                    for (jj, o) in out.iter_mut().enumerate().skip(j) {
+                        *o = dot_f32(wr, &xr[jj * c..(jj + 1) * c]);
                     }
                 });
             }
@@ -171,24 +180,7 @@ impl Linear {
     }
 }
 
-/// f32 dot product in eight lanes with FMA (vectorises under AVX2).
-#[inline]
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] = x[l].mul_add(y[l], acc[l]);
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ra.iter().zip(rb) {
-        s = x.mul_add(*y, s);
-    }
-    s
-}
+pub use crate::target::simd::{dot_f32, dot4_f32};
 
 #[cfg(test)]
 mod tests {
