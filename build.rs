@@ -1,12 +1,15 @@
-//! Compiles `cpp/llama_spec.cpp`, a small C entry point over llama.cpp's own speculative
-//! decoding (used by the benchmarks as the baseline), against exactly the llama.cpp sources
-//! and static libraries that `llama-cpp-sys-2` built.
+//! Compiles `cpp/llama_spec.cpp` and `cpp/llama_dflash.cpp`, small C entry points over
+//! llama.cpp's own speculative decoding and DFlash graph (the benchmarks' baselines and the
+//! parity reference), against exactly the llama.cpp sources and static libraries that
+//! `llama-cpp-sys-2` built; and `cpp/omp_team.cpp`, which runs Tandem's parallel work on
+//! ggml's OpenMP team.
 
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=cpp/llama_spec.cpp");
     println!("cargo:rerun-if-changed=cpp/llama_dflash.cpp");
+    println!("cargo:rerun-if-changed=cpp/omp_team.cpp");
     println!("cargo:rerun-if-env-changed=DEP_LLAMA_GGML_CMAKE_DIR");
     let cmake_dir =
         std::env::var("DEP_LLAMA_GGML_CMAKE_DIR").expect("llama-cpp-sys-2 exports its cmake dir");
@@ -38,4 +41,12 @@ fn main() {
         .cpp_link_stdlib(None)
         .warnings(false)
         .compile("tandem_llama_spec");
+    // Tandem's own parallel work on ggml's OpenMP team (llama-cpp-sys-2 is built with its
+    // `openmp` feature and links libgomp).
+    cc::Build::new()
+        .cpp(true)
+        .file("cpp/omp_team.cpp")
+        .flag("-fopenmp")
+        .cpp_link_stdlib(None)
+        .compile("tandem_omp_team");
 }

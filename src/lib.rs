@@ -15,6 +15,7 @@ pub mod engine;
 pub mod gguf;
 pub mod gguf_write;
 pub mod models;
+pub mod par;
 pub mod sampling;
 pub mod session;
 pub mod target;

@@ -11,6 +11,7 @@ pub mod head;
 mod llama_dflash;
 mod llama_spec;
 mod model;
+pub mod omp;
 pub mod simd;
 
 pub use backend::init_backend;

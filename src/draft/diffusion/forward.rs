@@ -104,15 +104,15 @@ impl DflashModel {
         }
         let kvd = c.n_head_kv * c.head_dim;
         let mut g = vec![0.0f32; n * c.n_embd];
-        self.fc.forward(feats, &mut g, self.threads);
+        self.fc.forward(feats, &mut g, &self.pool);
         rms_norm_rows(&mut g, c.n_embd, Some(&self.enc_norm), c.eps);
         let mut k = vec![0.0f32; n * kvd];
         for (il, l) in self.layers.iter().enumerate() {
-            l.wk.forward(&g, &mut k, self.threads);
+            l.wk.forward(&g, &mut k, &self.pool);
             let v = match &l.wv {
                 Some(wv) => {
                     let mut v = vec![0.0f32; n * kvd];
-                    wv.forward(&g, &mut v, self.threads);
+                    wv.forward(&g, &mut v, &self.pool);
                     v
                 }
                 None => {
@@ -135,7 +135,7 @@ impl DflashModel {
         let c = &self.cfg;
         let (n, d, hd) = (tokens.len(), c.n_embd, c.head_dim);
         let (qd, kvd) = (c.n_head * hd, c.n_head_kv * hd);
-        let t = self.threads;
+        let t = &self.pool;
         let mut x = vec![0.0f32; n * d];
         for (row, &tok) in x.chunks_exact_mut(d).zip(tokens) {
             self.embd.row(tok, row);
@@ -149,7 +149,6 @@ impl DflashModel {
         let (mut gate, mut up) = (vec![0.0; n * c.n_ff], vec![0.0; n * c.n_ff]);
         let ctx = cache.len;
         let n_keys = ctx + n;
-        let mut scores = vec![0.0f32; n_keys];
         for (il, l) in self.layers.iter().enumerate() {
             h.copy_from_slice(&x);
             rms_norm_rows(&mut h, d, Some(&l.attn_norm), c.eps);
@@ -172,24 +171,21 @@ impl DflashModel {
             self.rope(&mut q, c.n_head, ctx);
             self.rope(&mut k, c.n_head_kv, ctx);
 
-            // Non-causal attention of every block query over [context, block].
+            // Non-causal attention of every block query over [context, block], one head
+            // per task.
             let (ck, cv) = (&cache.k[il], &cache.v[il]);
             let group = c.n_head / c.n_head_kv;
-            for i in 0..n {
-                for hh in 0..c.n_head {
-                    let kh = hh / group;
+            let heads = t.map(c.n_head, |hh| {
+                let kh = hh / group;
+                let off = kh * hd;
+                let mut scores = vec![0.0f32; n_keys];
+                let mut outs = vec![0.0f32; n * hd];
+                for (i, out) in outs.chunks_exact_mut(hd).enumerate() {
                     let qv = &q[i * qd + hh * hd..i * qd + (hh + 1) * hd];
-                    let key = |j: usize| {
-                        if j < ctx {
-                            &ck[j * kvd + kh * hd..j * kvd + (kh + 1) * hd]
-                        } else {
-                            let j = j - ctx;
-                            &k[j * kvd + kh * hd..j * kvd + (kh + 1) * hd]
-                        }
-                    };
                     let mut max = f32::NEG_INFINITY;
                     for (j, s) in scores.iter_mut().enumerate() {
-                        *s = super::linear::dot_f32(key(j), qv) * c.kq_scale;
+                        *s = super::linear::dot_f32(kv_row(ck, &k, ctx, j, kvd, off, hd), qv)
+                            * c.kq_scale;
                         max = max.max(*s);
                     }
                     let mut sum = 0.0f64;
@@ -198,20 +194,18 @@ impl DflashModel {
                         sum += *s as f64;
                     }
                     let inv = (1.0 / sum) as f32;
-                    let out = &mut attn[i * qd + hh * hd..i * qd + (hh + 1) * hd];
-                    out.fill(0.0);
                     for (j, &s) in scores.iter().enumerate() {
                         let p = s * inv;
-                        let val = if j < ctx {
-                            &cv[j * kvd + kh * hd..j * kvd + (kh + 1) * hd]
-                        } else {
-                            let j = j - ctx;
-                            &v[j * kvd + kh * hd..j * kvd + (kh + 1) * hd]
-                        };
-                        for (a, &b) in out.iter_mut().zip(val) {
+                        for (a, &b) in out.iter_mut().zip(kv_row(cv, &v, ctx, j, kvd, off, hd)) {
                             *a = p.mul_add(b, *a);
                         }
                     }
+                }
+                outs
+            });
+            for (hh, outs) in heads.iter().enumerate() {
+                for (i, o) in outs.chunks_exact(hd).enumerate() {
+                    attn[i * qd + hh * hd..i * qd + (hh + 1) * hd].copy_from_slice(o);
                 }
             }
             l.wo.forward(&attn, &mut o, t);
@@ -261,7 +255,7 @@ impl DflashModel {
             Head::Own { w, d2t } => {
                 let m = rows.len();
                 let mut y = vec![0.0f32; m * w.rows];
-                w.forward(hidden, &mut y, self.threads);
+                w.forward(hidden, &mut y, &self.pool);
                 for (j, o) in out.iter_mut().enumerate().take(m) {
                     let yr = &y[j * w.rows..(j + 1) * w.rows];
                     match d2t {
@@ -296,6 +290,25 @@ impl DflashModel {
         out.resize_with(n - 1, Vec::new);
         self.logits(&h[self.cfg.n_embd..], out);
     }
+}
+
+/// Key or value `j` of the head at offset `off` (width `hd`), from the cached context
+/// (`j < ctx`) or the block itself, rows `kvd` wide.
+fn kv_row<'a>(
+    cached: &'a [f32],
+    block: &'a [f32],
+    ctx: usize,
+    j: usize,
+    kvd: usize,
+    off: usize,
+    hd: usize,
+) -> &'a [f32] {
+    let (src, j) = if j < ctx {
+        (cached, j)
+    } else {
+        (block, j - ctx)
+    };
+    &src[j * kvd + off..j * kvd + off + hd]
 }
 
 /// tanh-approximated GELU (the form ggml uses).

@@ -3,13 +3,15 @@
 //! The arithmetic follows ggml's CPU choices so that Tandem's drafter agrees with
 //! llama.cpp's to within summation order: for F16 and BF16 weights ggml first rounds the
 //! activations to the weight's type (its `vec_dot_type`), for Q8_0 weights it quantizes them
-//! to Q8_0. F16/BF16 weights are widened to f32 once at load (a product of two f16 or two
-//! bf16 values is exact in f32, so this changes nothing but speed); Q8_0 stays quantized
-//! and uses the lazy head's bit-exact kernel.
+//! to Q8_0. F16/BF16 weights stay 2-byte in memory and are widened in registers by
+//! `target::simd` (a product of two f16 or two bf16 values is exact in f32); Q8_0 stays
+//! quantized and uses the lazy head's bit-exact kernel.
 
 use crate::gguf::GgmlType;
 use crate::gguf_write::{bf16_to_f32, f32_to_bf16};
-use crate::target::head::q8::{self, Q8Rows, QK, f16_to_f32, f32_to_f16};
+use crate::par::Pool;
+use crate::target::head::q8::{self, Q8Rows, QK};
+use crate::target::simd::{Weights, matmul_rows};
 
 /// How activations are rounded before a product (ggml's `vec_dot_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +23,9 @@ enum Round {
 
 #[derive(Debug)]
 enum Data {
-    F32 { w: Vec<f32>, round: Round },
+    F32 { w: Vec<f32> },
+    F16 { w: Vec<u16> },
+    Bf16 { w: Vec<u16> },
     Q8 { w: Q8Rows },
 }
 
@@ -37,35 +41,29 @@ impl Linear {
     /// From a GGUF tensor's raw bytes. `None` for a type the drafter does not read.
     pub fn from_ggml(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
         let n = rows * cols;
+        let halves = || -> Vec<u16> {
+            bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect()
+        };
         let data = match ty {
             GgmlType::F32 => Data::F32 {
                 w: bytes
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect(),
-                round: Round::None,
             },
-            GgmlType::F16 => Data::F32 {
-                w: bytes
-                    .chunks_exact(2)
-                    .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                    .collect(),
-                round: Round::F16,
-            },
-            GgmlType::Bf16 => Data::F32 {
-                w: bytes
-                    .chunks_exact(2)
-                    .map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                    .collect(),
-                round: Round::Bf16,
-            },
+            GgmlType::F16 => Data::F16 { w: halves() },
+            GgmlType::Bf16 => Data::Bf16 { w: halves() },
             GgmlType::Q8_0 if cols.is_multiple_of(QK) => Data::Q8 {
                 w: q8::from_ggml_blocks(bytes),
             },
             _ => return None,
         };
         let len = match &data {
-            Data::F32 { w, .. } => w.len(),
+            Data::F32 { w } => w.len(),
+            Data::F16 { w } | Data::Bf16 { w } => w.len(),
             Data::Q8 { w } => w.qs.len(),
         };
         (len == n).then_some(Self { rows, cols, data })
@@ -77,110 +75,99 @@ impl Linear {
         Self {
             rows,
             cols,
-            data: Data::F32 {
-                w,
-                round: Round::None,
-            },
+            data: Data::F32 { w },
         }
     }
 
     /// `ys[j] = W · xs[j]` for every activation row (each `cols` long; `ys` is
-    /// `xs.len() × rows`), split over `threads`.
-    pub fn forward(&self, xs: &[f32], ys: &mut [f32], threads: usize) {
+    /// `xs.len() × rows`), split over the pool's threads.
+    pub fn forward(&self, xs: &[f32], ys: &mut [f32], pool: &Pool) {
         let m = xs.len() / self.cols;
         assert_eq!(xs.len(), m * self.cols);
         assert_eq!(ys.len(), m * self.rows);
-        match &self.data {
-            Data::F32 { w, round } => {
-                let xr: Vec<f32> = match round {
-                    Round::None => xs.to_vec(),
-                    Round::F16 => xs.iter().map(|&x| f16_to_f32(f32_to_f16(x))).collect(),
-                    Round::Bf16 => xs.iter().map(|&x| bf16_to_f32(f32_to_bf16(x))).collect(),
+        let (w, round) = match &self.data {
+            Data::F32 { w } => (Weights::F32(w), Round::None),
+            Data::F16 { w } => (Weights::F16(w), Round::F16),
+            Data::Bf16 { w } => (Weights::Bf16(w), Round::Bf16),
+            Data::Q8 { w } => return self.forward_q8(w, xs, ys, m, pool),
+        };
+        let rounded: Vec<f32>;
+        let xr = match round {
+            Round::None => xs,
+            Round::F16 => {
+                rounded = {
+                    let mut r = xs.to_vec();
+                    crate::target::simd::round_to_f16(&mut r);
+                    r
                 };
-                let c = self.cols;
-                self.par(ys, m, threads, |r, out| {
-                    let wr = &w[r * c..(r + 1) * c];
-                    // Four activation rows per pass over the weight row: independent FMA
-                    // chains (one chain is latency-bound) and one weight load for four.
-                    let mut j = 0;
-                    while j + 4 <= m {
-                        let x = |i: usize| &xr[(j + i) * c..(j + i + 1) * c];
-                        out[j..j + 4].copy_from_slice(&dot4_f32(wr, [x(0), x(1), x(2), x(3)]));
-                        j += 4;
-                    }
-                    for (jj, o) in out.iter_mut().enumerate().skip(j) {
-                        *o = dot_f32(wr, &xr[jj * c..(jj + 1) * c]);
-                    }
-                });
+                &rounded
             }
-            Data::Q8 { w } => {
-                let qx: Vec<Q8Rows> = xs
-                    .chunks_exact(self.cols)
-                    .map(|x| {
-                        let mut q = Q8Rows::default();
-                        q8::quantize_row(x, &mut q);
-                        q
-                    })
-                    .collect();
-                let refs: Vec<&Q8Rows> = qx.iter().collect();
-                let nb = self.cols / QK;
-                self.par(ys, m, threads, |r, out| {
-                    q8::dot_row(
-                        &w.qs[r * self.cols..(r + 1) * self.cols],
-                        &w.d[r * nb..(r + 1) * nb],
-                        &refs,
-                        out,
-                    );
-                });
+            Round::Bf16 => {
+                rounded = xs.iter().map(|&x| bf16_to_f32(f32_to_bf16(x))).collect();
+                &rounded
             }
-        }
+        };
+        let c = self.cols;
+        self.par(ys, m, pool, |lo, hi, out| {
+            matmul_rows(w, c, lo..hi, xr, out)
+        });
     }
 
-    /// Compute `f(row, out_for_that_row[m])` for every weight row over `threads` threads,
-    /// then scatter into the row-major `ys` (`m × rows`).
-    fn par(&self, ys: &mut [f32], m: usize, threads: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-        // Threads only pay for large enough products (spawning costs tens of µs).
-        let t = if self.rows * self.cols * m < 1 << 18 {
-            1
-        } else {
-            threads.clamp(1, self.rows)
-        };
-        let chunk = self.rows.div_ceil(t);
-        let run = |lo: usize, hi: usize| {
-            let mut tmp = vec![0.0f32; (hi - lo) * m];
-            for r in lo..hi {
-                f(r, &mut tmp[(r - lo) * m..(r - lo + 1) * m]);
-            }
-            (lo, hi, tmp)
-        };
-        let parts: Vec<(usize, usize, Vec<f32>)> = if t == 1 {
-            vec![run(0, self.rows)]
-        } else {
-            std::thread::scope(|s| {
-                let hs: Vec<_> = (0..t)
-                    .map(|i| {
-                        let run = &run;
-                        let lo = i * chunk;
-                        let hi = ((i + 1) * chunk).min(self.rows);
-                        s.spawn(move || run(lo, hi))
-                    })
-                    .collect();
-                hs.into_iter()
-                    .map(|h| h.join().expect("matmul worker"))
-                    .collect()
+    fn forward_q8(&self, w: &Q8Rows, xs: &[f32], ys: &mut [f32], m: usize, pool: &Pool) {
+        let qx: Vec<Q8Rows> = xs
+            .chunks_exact(self.cols)
+            .map(|x| {
+                let mut q = Q8Rows::default();
+                q8::quantize_row(x, &mut q);
+                q
             })
+            .collect();
+        let refs: Vec<&Q8Rows> = qx.iter().collect();
+        let nb = self.cols / QK;
+        self.par(ys, m, pool, |lo, hi, out| {
+            for (r, o) in (lo..hi).zip(out.chunks_exact_mut(m)) {
+                q8::dot_row(
+                    &w.qs[r * self.cols..(r + 1) * self.cols],
+                    &w.d[r * nb..(r + 1) * nb],
+                    &refs,
+                    o,
+                );
+            }
+        });
+    }
+
+    /// Compute `f(lo, hi, out)` (`out[(r - lo) * m + j]`) for the weight rows split over
+    /// the pool, then scatter into the row-major `ys` (`m × rows`).
+    fn par(
+        &self,
+        ys: &mut [f32],
+        m: usize,
+        pool: &Pool,
+        f: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) {
+        // Tiny products are not worth waking the workers for.
+        let ranges = if self.rows * self.cols * m < 1 << 16 {
+            std::iter::once(0..self.rows).collect()
+        } else {
+            pool.ranges(self.rows, 4, 16)
         };
-        for (lo, hi, tmp) in parts {
-            for r in lo..hi {
-                for j in 0..m {
-                    ys[j * self.rows + r] = tmp[(r - lo) * m + j];
+        let parts = pool.map(ranges.len(), |i| {
+            let (lo, hi) = (ranges[i].start, ranges[i].end);
+            let mut tmp = vec![0.0f32; (hi - lo) * m];
+            f(lo, hi, &mut tmp);
+            tmp
+        });
+        for (r, tmp) in ranges.iter().zip(parts) {
+            for (i, row) in r.clone().zip(tmp.chunks_exact(m)) {
+                for (j, &v) in row.iter().enumerate() {
+                    ys[j * self.rows + i] = v;
                 }
             }
         }
     }
 }
 
-pub use crate::target::simd::{dot_f32, dot4_f32};
+pub use crate::target::simd::dot_f32;
 
 #[cfg(test)]
 mod tests {
@@ -227,7 +214,7 @@ mod tests {
             let lin = Linear::from_ggml(t, rows, cols, &bytes).unwrap();
             for threads in [1, 2] {
                 let mut y = vec![0.0; m * rows];
-                lin.forward(&x, &mut y, threads);
+                lin.forward(&x, &mut y, &Pool::new(threads));
                 let err = y
                     .iter()
                     .zip(&want)

@@ -132,7 +132,7 @@ pub struct DflashModel {
     pub(super) head: Head,
     /// Target vocabulary size (logits are over target ids).
     pub n_vocab: usize,
-    pub threads: usize,
+    pub(super) pool: crate::par::Pool,
 }
 
 impl std::fmt::Debug for DflashModel {
@@ -538,7 +538,7 @@ impl DflashModel {
             embd,
             head,
             n_vocab,
-            threads: threads.max(1),
+            pool: crate::par::Pool::new(threads),
         })
     }
 

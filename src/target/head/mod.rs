@@ -45,7 +45,7 @@ pub struct OutputHead {
     nb: usize,
     w: Q8Rows,
     softcap: Option<f32>,
-    threads: usize,
+    pool: crate::par::Pool,
 }
 
 impl std::fmt::Debug for OutputHead {
@@ -124,7 +124,7 @@ impl OutputHead {
             nb: n_embd / QK,
             w: q8::from_ggml_blocks(&bytes),
             softcap,
-            threads: threads.max(1),
+            pool: crate::par::Pool::new(threads),
         })
     }
 
@@ -152,23 +152,12 @@ impl OutputHead {
         }
     }
 
-    /// Run `f(first_row, rows, xs)` over the vocabulary split across threads.
+    /// Run `f(first_row, end_row)` over the vocabulary cut into ranges spread over the
+    /// pool's threads; results in row order.
     fn par_rows<R: Send>(&self, f: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
-        let t = self.threads.min(self.n_vocab.max(1));
-        let chunk = self.n_vocab.div_ceil(t);
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..t)
-                .map(|i| {
-                    let f = &f;
-                    let lo = i * chunk;
-                    let hi = ((i + 1) * chunk).min(self.n_vocab);
-                    s.spawn(move || f(lo, hi))
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().expect("head worker"))
-                .collect()
-        })
+        let ranges = self.pool.ranges(self.n_vocab, 4, 1024);
+        self.pool
+            .map(ranges.len(), |i| f(ranges[i].start, ranges[i].end))
     }
 
     /// Greedy tokens (first index of the maximum) and their logits for each hidden state,
@@ -223,25 +212,32 @@ impl OutputHead {
         let xs = self.quantize(hidden);
         let refs: Vec<&Q8Rows> = xs.iter().collect();
         let m = refs.len();
-        let parts = self.par_rows(|lo, hi| {
-            let mut vals = vec![0.0f32; (hi - lo) * m];
+        // Each task fills its vocabulary range of every output row in place: no temporary
+        // copy of the logits (tens of MB for a large vocabulary: fresh pages cost more than
+        // the copy itself).
+        let ranges = self.pool.ranges(self.n_vocab, 4, 1024);
+        let mut pieces: Vec<Vec<&mut [f32]>> =
+            ranges.iter().map(|_| Vec::with_capacity(m)).collect();
+        for o in out.iter_mut().take(m) {
+            o.resize(self.n_vocab, 0.0);
+            let mut rest = &mut o[..];
+            for (p, r) in pieces.iter_mut().zip(&ranges) {
+                let (a, b) = rest.split_at_mut(r.len());
+                p.push(a);
+                rest = b;
+            }
+        }
+        self.pool.for_each_owned(pieces, |i, mut rows| {
+            let lo = ranges[i].start;
             let mut tmp = vec![0.0f32; m];
-            for r in lo..hi {
+            for r in ranges[i].clone() {
                 let qs = &self.w.qs[r * self.n_embd..(r + 1) * self.n_embd];
                 let d = &self.w.d[r * self.nb..(r + 1) * self.nb];
                 q8::dot_row(qs, d, &refs, &mut tmp);
-                for j in 0..m {
-                    vals[j * (hi - lo) + (r - lo)] = if cap { self.cap(tmp[j]) } else { tmp[j] };
+                for (row, &v) in rows.iter_mut().zip(&tmp) {
+                    row[r - lo] = if cap { self.cap(v) } else { v };
                 }
             }
-            (lo, hi, vals)
         });
-        for (j, o) in out.iter_mut().enumerate().take(m) {
-            o.resize(self.n_vocab, 0.0);
-            for (lo, hi, vals) in &parts {
-                let n = hi - lo;
-                o[*lo..*hi].copy_from_slice(&vals[j * n..(j + 1) * n]);
-            }
-        }
     }
 }

@@ -190,12 +190,15 @@ mod avx2 {
             for b in 0..nb {
                 let wq = _mm256_loadu_si256(w_qs.add(b * QK) as *const __m256i);
                 let ax = _mm256_sign_epi8(wq, wq);
-                let wd = *w_d.add(b);
+                // The scale product d_w · d_x as a vector product of two broadcasts (the
+                // same f32 rounding as the scalar product): the activation's broadcast
+                // comes straight from memory, sparing a shuffle per pair.
+                let wd = _mm256_broadcast_ss(&*w_d.add(b));
                 for j in 0..N {
                     let q = _mm256_loadu_si256(xq[j].add(b * QK) as *const __m256i);
                     let sy = _mm256_sign_epi8(q, wq);
                     let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
-                    let d = _mm256_set1_ps(wd * *xd[j].add(b));
+                    let d = _mm256_mul_ps(wd, _mm256_broadcast_ss(&*xd[j].add(b)));
                     acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[j]);
                 }
             }
