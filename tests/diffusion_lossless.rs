@@ -166,4 +166,29 @@ fn drafter_features_follow_accepted_tokens_and_match_a_fresh_prefill() {
     for (a, b) in incremental.confidence.iter().zip(&want.confidence) {
         assert!((a - b).abs() < 0.05, "{a} vs {b}");
     }
+
+    // Fail fast: with a confidence floor the head runs a few rows at a time and the draft
+    // stops at the first row below the floor — the same tokens and confidences as the
+    // full block up to there.
+    let mut sorted = want.confidence.clone();
+    sorted.sort_by(f32::total_cmp);
+    for p_min in [1e-12, sorted[7]] {
+        let mut ff = DiffusionDrafter::new(
+            fresh2.model().clone(),
+            DiffusionConfig {
+                p_min,
+                ..DiffusionConfig::default()
+            },
+        );
+        ff.observe(0, &f);
+        let mut got = Draft::default();
+        ff.draft(&history, 15, &mut got);
+        let cut = want
+            .confidence
+            .iter()
+            .position(|&c| c < p_min)
+            .unwrap_or(15);
+        assert_eq!(got.tokens, want.tokens[..cut], "p_min {p_min}");
+        assert_eq!(got.confidence, want.confidence[..cut], "p_min {p_min}");
+    }
 }

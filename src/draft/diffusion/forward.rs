@@ -276,6 +276,16 @@ impl DflashModel {
         }
     }
 
+    /// Final-norm hidden states of block rows 1.. (the masked positions) of
+    /// `[last, <mask> × (n − 1)]`: `(n − 1) × n_embd`.
+    pub fn draft_hidden(&self, cache: &DflashCache, last: Token, n: usize) -> Vec<f32> {
+        let mut tokens = vec![self.cfg.mask_token; n];
+        tokens[0] = last;
+        let mut h = self.block_hidden(cache, &tokens);
+        h.drain(..self.cfg.n_embd);
+        h
+    }
+
     /// Logits for block rows 1.. (the masked positions) of `[last, <mask> × (n − 1)]`.
     pub fn draft_logits(
         &self,
@@ -284,11 +294,9 @@ impl DflashModel {
         n: usize,
         out: &mut Vec<Vec<f32>>,
     ) {
-        let mut tokens = vec![self.cfg.mask_token; n];
-        tokens[0] = last;
-        let h = self.block_hidden(cache, &tokens);
+        let h = self.draft_hidden(cache, last, n);
         out.resize_with(n - 1, Vec::new);
-        self.logits(&h[self.cfg.n_embd..], out);
+        self.logits(&h, out);
     }
 }
 

@@ -114,25 +114,37 @@ impl Drafter for DiffusionDrafter {
             return;
         }
         let n = max.min(self.model.cfg.block_size - 1);
-        self.model
-            .draft_logits(&self.cache, history[pos], n + 1, &mut self.logits);
+        let d = self.model.cfg.n_embd;
+        let hidden = self.model.draft_hidden(&self.cache, history[pos], n + 1);
+        // The head is most of a block's cost (a vocabulary-wide product per row). With a
+        // confidence floor, rows go through it a few at a time (4 share one pass over the
+        // head's weights) and drafting stops at the first unconfident row: fail fast.
+        let chunk = if self.cfg.p_min > 0.0 { 4 } else { n };
         let greedy = self.cfg.sampling.is_greedy();
-        for row in &self.logits[..n] {
-            let (top, conf) = top_prob(row);
-            if conf < self.cfg.p_min {
-                break;
+        let mut i = 0;
+        'rows: while i < n {
+            let c = chunk.min(n - i);
+            self.logits.resize_with(c, Vec::new);
+            self.model
+                .logits(&hidden[i * d..(i + c) * d], &mut self.logits[..c]);
+            for row in &self.logits[..c] {
+                let (top, conf) = top_prob(row);
+                if conf < self.cfg.p_min {
+                    break 'rows;
+                }
+                if greedy {
+                    out.tokens.push(top);
+                    out.q.push(None);
+                } else {
+                    let mut q = Dist::default();
+                    self.cfg.sampling.distribution_into(row, &mut q);
+                    let t = q.sample_with(self.rng.uniform());
+                    out.tokens.push(t);
+                    out.q.push(Some(q));
+                }
+                out.confidence.push(conf);
             }
-            if greedy {
-                out.tokens.push(top);
-                out.q.push(None);
-            } else {
-                let mut q = Dist::default();
-                self.cfg.sampling.distribution_into(row, &mut q);
-                let t = q.sample_with(self.rng.uniform());
-                out.tokens.push(t);
-                out.q.push(Some(q));
-            }
-            out.confidence.push(conf);
+            i += c;
         }
     }
 }
