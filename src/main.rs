@@ -14,6 +14,8 @@ use tandem::session::{DiffusionSpec, DraftSpec, HeadMode, Session, SessionConfig
 use tandem::target::{ContextParams, ModelParams};
 use tandem::text::Utf8Stream;
 
+mod distill_cli;
+
 #[derive(Parser)]
 #[command(
     name = "tandem",
@@ -55,6 +57,11 @@ enum Cmd {
         layers: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Make a diffusion drafter for a target: collect self-distillation data.
+    Distill {
+        #[command(subcommand)]
+        cmd: distill_cli::DistillCmd,
     },
 }
 
@@ -226,6 +233,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench(a) => bench(a),
+        Cmd::Distill { cmd } => distill_cli::run(cmd),
         Cmd::RandomDrafter {
             model,
             out,

@@ -1,0 +1,16 @@
+//! Self-distillation data for training a diffusion drafter on any GGUF target.
+//!
+//! `collect` runs the target itself over a prompt corpus, lets it write its own greedy
+//! continuations (the drafter must learn what *this* target says, quantization included),
+//! and stores per position the token ids and the target features the drafter conditions on
+//! (the inputs of its `target_layers`, f16) — captured from the very decodes that generate
+//! the text, so collecting costs no extra target pass. Data lands in resumable shards
+//! (`shards`).
+
+pub mod collect;
+pub mod shards;
+
+pub use collect::{
+    CollectOptions, CollectSummary, collect, default_target_layers, load_prompt_texts,
+};
+pub use shards::{DistillMeta, Record, ShardError, Shards};
