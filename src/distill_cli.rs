@@ -14,6 +14,27 @@ pub enum DistillCmd {
     /// Run the target over a prompt corpus, let it write its own greedy continuations, and
     /// store tokens + the target features a drafter conditions on (resumable).
     Collect(CollectArgs),
+    /// Write an offline prompt corpus (JSON lines) from built-in templates and passages of
+    /// local text files, keeping the bench suites out.
+    Prompts(PromptsArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PromptsArgs {
+    /// Output file (JSON lines: {"prompt": …}).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 5000)]
+    count: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Files or directories of text (source code, documentation) for code, RAG and
+    /// summarization passages, e.g. /usr/lib/python3.12 (repeatable).
+    #[arg(long = "from")]
+    from: Vec<PathBuf>,
+    /// Prompt files to keep out (default: bench/prompts/*.jsonl).
+    #[arg(long)]
+    exclude: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -48,7 +69,43 @@ pub struct CollectArgs {
 pub fn run(cmd: DistillCmd) -> Result<()> {
     match cmd {
         DistillCmd::Collect(a) => collect(a),
+        DistillCmd::Prompts(a) => prompts(a),
     }
+}
+
+fn prompts(a: PromptsArgs) -> Result<()> {
+    if let Some(p) = a.from.iter().find(|p| !p.exists()) {
+        bail!("--from {}: no such file or directory", p.display());
+    }
+    let exclude = if a.exclude.is_empty() {
+        ["bench/prompts/dev.jsonl", "bench/prompts/foundation.jsonl"]
+            .into_iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_file())
+            .collect()
+    } else {
+        a.exclude
+    };
+    let ps = distill::generate_corpus(&distill::CorpusOptions {
+        count: a.count,
+        seed: a.seed,
+        sources: a.from,
+        exclude: exclude.clone(),
+    })
+    .map_err(anyhow::Error::msg)?;
+    let mut text = String::new();
+    for p in &ps {
+        text.push_str(&serde_json::json!({ "prompt": p }).to_string());
+        text.push('\n');
+    }
+    std::fs::write(&a.out, text).with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "wrote {} prompts to {} (excluded: {:?})",
+        ps.len(),
+        a.out.display(),
+        exclude
+    );
+    Ok(())
 }
 
 fn collect(a: CollectArgs) -> Result<()> {
