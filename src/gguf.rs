@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         path: String,
-        source: std::io::Error,
+        /// The cause, shown in the message (not chained as a `source`, so that
+        /// `{:#}` printing does not repeat it).
+        err: std::io::Error,
     },
     #[error("{path}: not a GGUF file")]
     NotGguf { path: String },
@@ -288,9 +290,9 @@ impl Reader<'_> {
 impl Gguf {
     pub fn open(path: &Path) -> Result<Self, GgufError> {
         let p = path.display().to_string();
-        let io = |source| GgufError::Io {
+        let io = |err| GgufError::Io {
             path: p.clone(),
-            source,
+            err,
         };
         let f = File::open(path).map_err(io)?;
         let file_len = f.metadata().map_err(io)?.len();
@@ -396,9 +398,9 @@ impl Gguf {
         let Some(&(start, end)) = self.spans.get(key) else {
             return Ok(None);
         };
-        let io = |source| GgufError::Io {
+        let io = |err| GgufError::Io {
             path: self.path.display().to_string(),
-            source,
+            err,
         };
         let mut f = File::open(&self.path).map_err(io)?;
         f.seek(SeekFrom::Start(start)).map_err(io)?;
@@ -446,9 +448,9 @@ impl Gguf {
                 why: format!("tensor {name} runs past the end of the file"),
             });
         }
-        let io = |source| GgufError::Io {
+        let io = |err| GgufError::Io {
             path: p.clone(),
-            source,
+            err,
         };
         let mut f = File::open(&self.path).map_err(io)?;
         f.seek(SeekFrom::Start(start)).map_err(io)?;

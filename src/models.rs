@@ -54,17 +54,19 @@ pub enum FetchError {
         want: String,
         got: String,
     },
-    #[error("i/o error at {path}: {source}")]
+    #[error("i/o error at {path}: {err}")]
     Io {
         path: String,
-        source: std::io::Error,
+        /// The cause, shown in the message (not chained as a `source`, so that
+        /// `{:#}` printing does not repeat it).
+        err: std::io::Error,
     },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
-    move |source| FetchError::Io {
+    move |err| FetchError::Io {
         path: path.display().to_string(),
-        source,
+        err,
     }
 }
 

@@ -21,10 +21,12 @@ pub const SHARD_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         path: String,
-        source: std::io::Error,
+        /// The cause, shown in the message (not chained as a `source`, so that
+        /// `{:#}` printing does not repeat it).
+        err: std::io::Error,
     },
     #[error("{path}: {msg}")]
     Corrupt { path: String, msg: String },
@@ -35,9 +37,9 @@ pub enum ShardError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
-    move |source| ShardError::Io {
+    move |err| ShardError::Io {
         path: path.display().to_string(),
-        source,
+        err,
     }
 }
 

@@ -126,8 +126,8 @@ pub fn write_random_dflash(target: &Path, out: &Path, o: &FixtureOptions) -> Res
         let v = uniform(n, 0.1);
         norm(&mut w, &name, n, v);
     }
-    w.write(out).map_err(|source| GgufError::Io {
+    w.write(out).map_err(|err| GgufError::Io {
         path: out.display().to_string(),
-        source,
+        err,
     })
 }
