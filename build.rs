@@ -37,6 +37,7 @@ fn main() {
         .file("cpp/llama_dflash.cpp")
         .include(src.join("common"))
         .include(src.join("include"))
+        .include(src.join("src")) // llama-ext.h: layer-input extraction switch
         .include(src.join("ggml/include"))
         .cpp_link_stdlib(None)
         .warnings(false)

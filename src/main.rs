@@ -75,7 +75,8 @@ struct BenchArgs {
     prompts: std::path::PathBuf,
     /// Comma-separated configurations: Tandem drafters (none, ngram), oracle (replays the
     /// baseline's output at zero cost: the ceiling) and llama.cpp's own
-    /// loop as llama:none, llama:ngram-simple, llama:ngram-mod, llama:ngram-map-k, llama:ngram-cache.
+    /// loop as llama:none, llama:ngram-simple, llama:ngram-mod, llama:ngram-map-k, llama:ngram-cache,
+    /// llama:draft-dflash (with --drafter; llama-architecture targets only).
     #[arg(long, default_value = "none,ngram")]
     drafters: String,
     /// Tokens generated per run.

@@ -175,7 +175,11 @@ pub fn run_one(
             Ok((g.tokens, r))
         }
         BenchConfig::Llama(types) => {
-            let (toks, s) = llama_spec_generate(&mut session.ctx, prompt, n, types, draft_max)?;
+            let drafter = types
+                .contains("draft-dflash")
+                .then_some(opts.diffusion.path.as_path());
+            let (toks, s) =
+                llama_spec_generate(&mut session.ctx, prompt, n, types, draft_max, drafter)?;
             let gen_s = s.t_total_s - s.t_prefill_s;
             let r = RunResult {
                 tokens: s.n_generated as usize,

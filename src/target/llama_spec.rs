@@ -1,4 +1,4 @@
-//! llama.cpp's own speculative decoding (its `common_speculative` n-gram modes), run on a
+//! llama.cpp's own speculative decoding (its `common_speculative` n-gram and DFlash modes), run on a
 //! Tandem context through `cpp/llama_spec.cpp`. The benchmark baseline: same binary, same
 //! build flags, same llama.cpp version.
 
@@ -27,6 +27,7 @@ unsafe extern "C" {
         n_predict: i32,
         spec_types: *const c_char,
         draft_max: i32,
+        drafter_path: *const c_char,
         out_tokens: *mut i32,
         stats: *mut LlamaSpecStats,
         err: *mut c_char,
@@ -35,16 +36,24 @@ unsafe extern "C" {
 }
 
 /// Greedy generation with llama.cpp's speculative loop. `spec_types` is "none" or
-/// llama.cpp's names ("ngram-simple", "ngram-mod", "ngram-map-k", "ngram-cache", comma-separated).
+/// llama.cpp's names ("ngram-simple", "ngram-mod", "ngram-map-k", "ngram-cache",
+/// "draft-dflash", comma-separated); `drafter` is the dflash GGUF for "draft-dflash".
 pub fn llama_spec_generate(
     ctx: &mut Context,
     prompt: &[Token],
     n_predict: usize,
     spec_types: &str,
     draft_max: usize,
+    drafter: Option<&std::path::Path>,
 ) -> Result<(Vec<Token>, LlamaSpecStats)> {
     let types =
         CString::new(spec_types).map_err(|_| TargetError::Tokenize("NUL in spec type".into()))?;
+    let drafter = CString::new(
+        drafter
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    )
+    .map_err(|_| TargetError::Tokenize("NUL in drafter path".into()))?;
     let mut out = vec![0 as Token; n_predict.max(1)];
     let mut stats = LlamaSpecStats::default();
     let mut err = vec![0u8; 512];
@@ -58,6 +67,7 @@ pub fn llama_spec_generate(
             n_predict as i32,
             types.as_ptr(),
             draft_max as i32,
+            drafter.as_ptr(),
             out.as_mut_ptr(),
             &mut stats,
             err.as_mut_ptr() as *mut c_char,
