@@ -120,24 +120,20 @@ pub fn run_one(
     match cfg {
         BenchConfig::Tandem(_, lazy) | BenchConfig::Oracle(lazy) => {
             let (mut d, k): (Box<dyn crate::draft::Drafter>, usize) = match cfg {
-                BenchConfig::Tandem(DraftSpec::None, _) => (
-                    session.drafter(&DraftSpec::None, &SamplingConfig::greedy())?,
-                    0,
-                ),
-                BenchConfig::Tandem(DraftSpec::Ngram(_), _) => (
-                    session.drafter(
-                        &DraftSpec::Ngram(opts.ngram.clone()),
-                        &SamplingConfig::greedy(),
-                    )?,
-                    draft_max,
-                ),
-                BenchConfig::Tandem(DraftSpec::Diffusion(_), _) => (
-                    session.drafter(
-                        &DraftSpec::Diffusion(opts.diffusion.clone()),
-                        &SamplingConfig::greedy(),
-                    )?,
-                    draft_max,
-                ),
+                BenchConfig::Tandem(spec, _) => {
+                    // The suite's drafter settings stand in for the label's defaults.
+                    let spec = match spec {
+                        DraftSpec::None => DraftSpec::None,
+                        DraftSpec::Ngram(_) => DraftSpec::Ngram(opts.ngram.clone()),
+                        DraftSpec::Diffusion(_) => DraftSpec::Diffusion(opts.diffusion.clone()),
+                    };
+                    let k = if spec == DraftSpec::None {
+                        0
+                    } else {
+                        draft_max
+                    };
+                    (session.drafter(&spec, &SamplingConfig::greedy())?, k)
+                }
                 _ => {
                     let reference = reference.unwrap_or_default().to_vec();
                     (

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::shards::{DistillMeta, Record, ShardError, Shards};
 use crate::draft::{Draft, Drafter};
 use crate::engine::{self, EngineConfig, EngineError};
-use crate::target::{Context, Token};
+use crate::target::{Context, TargetError, Token};
 
 /// Settings of a collection run. Plain data.
 #[derive(Debug, Clone)]
@@ -18,15 +18,6 @@ pub struct CollectOptions {
     pub target_layers: Vec<usize>,
     /// Stop after this many prompts in this run (0 = all).
     pub limit: usize,
-}
-
-/// DFlash's usual choice of conditioning layers for an `n_layer`-layer target: one early,
-/// one middle, one late (as the random fixture and published DFlash drafters do).
-pub fn default_target_layers(n_layer: usize) -> Vec<usize> {
-    let mut v = vec![1, n_layer / 2, n_layer.saturating_sub(2)];
-    v.retain(|&l| l >= 1 && l < n_layer);
-    v.dedup();
-    v
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,8 +35,8 @@ pub enum CollectError {
     Shards(#[from] ShardError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("target layer {layer} is out of range: the target has layers 1..{n_layer}")]
-    BadLayer { layer: usize, n_layer: usize },
+    #[error(transparent)]
+    Target(#[from] TargetError),
 }
 
 /// Prompts from a file: JSON lines with a `"prompt"` field (the bench format), or plain
@@ -99,8 +90,9 @@ impl Drafter for Recorder {
     fn draft(&mut self, _history: &[Token], _max: usize, _out: &mut Draft) {}
 }
 
-/// Collect continuations of `prompts` (already tokenized; `Err` = skip with that reason) into `out`, skipping prompts collected before. `progress(done, total, tokens)`
-/// is called after each prompt.
+/// Collect continuations of `prompts` (already tokenized; `Err` = skip with that reason)
+/// into `out`, skipping prompts collected before. `progress(done, total, tokens)` is
+/// called after each prompt.
 pub fn collect(
     ctx: &mut Context,
     prompts: &[Result<Vec<Token>, String>],
@@ -110,12 +102,8 @@ pub fn collect(
 ) -> Result<CollectSummary, CollectError> {
     let t0 = std::time::Instant::now();
     let model = ctx.model().clone();
-    let n_layer = model.n_layer();
-    for &l in &opts.target_layers {
-        if l == 0 || l >= n_layer {
-            return Err(CollectError::BadLayer { layer: l, n_layer });
-        }
-    }
+    // The context's own check of the layers, before anything is written.
+    ctx.set_feature_layers(&opts.target_layers)?;
     let meta = DistillMeta {
         format: "tandem-distill-v1".into(),
         model: Path::new(model.path())

@@ -11,8 +11,7 @@ pub mod collect;
 pub mod corpus;
 pub mod shards;
 
-pub use collect::{
-    CollectOptions, CollectSummary, collect, default_target_layers, load_prompt_texts,
-};
+pub use crate::draft::diffusion::default_target_layers;
+pub use collect::{CollectOptions, CollectSummary, collect, load_prompt_texts};
 pub use corpus::{CorpusOptions, generate as generate_corpus};
 pub use shards::{DistillMeta, Record, ShardError, Shards};

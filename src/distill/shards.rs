@@ -94,12 +94,7 @@ impl Shards {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let meta_path = dir.join("meta.json");
         if meta_path.exists() {
-            let old: DistillMeta =
-                serde_json::from_slice(&std::fs::read(&meta_path).map_err(io(&meta_path))?)
-                    .map_err(|e| ShardError::Corrupt {
-                        path: meta_path.display().to_string(),
-                        msg: e.to_string(),
-                    })?;
+            let old = read_meta(&meta_path)?;
             if old != meta {
                 return Err(ShardError::MetaMismatch {
                     dir: dir.display().to_string(),
@@ -143,14 +138,7 @@ impl Shards {
 
     /// Open an existing data directory with whatever it holds (for reading).
     pub fn open_existing(dir: &Path) -> Result<Self, ShardError> {
-        let p = dir.join("meta.json");
-        let meta = serde_json::from_slice(&std::fs::read(&p).map_err(io(&p))?).map_err(|e| {
-            ShardError::Corrupt {
-                path: p.display().to_string(),
-                msg: e.to_string(),
-            }
-        })?;
-        Self::open(dir, meta)
+        Self::open(dir, read_meta(&dir.join("meta.json"))?)
     }
 
     pub fn dir(&self) -> &Path {
@@ -274,6 +262,13 @@ impl Shards {
             features,
         })
     }
+}
+
+fn read_meta(p: &Path) -> Result<DistillMeta, ShardError> {
+    serde_json::from_slice(&std::fs::read(p).map_err(io(p))?).map_err(|e| ShardError::Corrupt {
+        path: p.display().to_string(),
+        msg: e.to_string(),
+    })
 }
 
 fn shard_name(n: usize) -> String {

@@ -47,7 +47,7 @@ pub fn write_random_dflash(target: &Path, out: &Path, o: &FixtureOptions) -> Res
         .get_float(&format!("{arch}.attention.layer_norm_rms_epsilon"))
         .unwrap_or(1e-6) as f32;
     let layers: Vec<usize> = if o.target_layers.is_empty() {
-        vec![1, n_layer_t / 2, n_layer_t.saturating_sub(2).max(1)]
+        super::default_target_layers(n_layer_t)
     } else {
         o.target_layers.clone()
     };

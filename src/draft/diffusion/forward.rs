@@ -11,7 +11,7 @@
 //!   block], non-causal → output projection → residual → RMSNorm → SwiGLU/GELU MLP →
 //!   residual; final RMSNorm; logits over the target vocabulary.
 
-use super::model::{DflashModel, Head};
+use super::model::{DflashModel, Head, Layer};
 use crate::target::Token;
 
 /// The drafter's K/V for committed context positions `0..len`, per layer.
@@ -95,6 +95,29 @@ impl DflashModel {
         }
     }
 
+    /// One layer's keys for the rows of `x` at positions `pos0..` into `k` (per-head
+    /// RMSNorm, RoPE), and its values: the V projection, or without one the keys' plain
+    /// per-head norm before RoPE — for injected context and block rows alike.
+    fn keys_values(&self, l: &Layer, x: &[f32], k: &mut [f32], pos0: usize) -> Vec<f32> {
+        let c = &self.cfg;
+        l.wk.forward(x, k, &self.pool);
+        let v = match &l.wv {
+            Some(wv) => {
+                let mut v = vec![0.0f32; k.len()];
+                wv.forward(x, &mut v, &self.pool);
+                v
+            }
+            None => {
+                let mut v = k.to_vec();
+                rms_norm_rows(&mut v, c.head_dim, None, c.eps);
+                v
+            }
+        };
+        rms_norm_rows(k, c.head_dim, l.k_norm.as_deref(), c.eps);
+        self.rope(k, c.n_head_kv, pos0);
+        v
+    }
+
     /// Append the target features of the next `feats.len() / n_features` positions.
     pub fn inject(&self, cache: &mut DflashCache, feats: &[f32]) {
         let c = &self.cfg;
@@ -108,21 +131,7 @@ impl DflashModel {
         rms_norm_rows(&mut g, c.n_embd, Some(&self.enc_norm), c.eps);
         let mut k = vec![0.0f32; n * kvd];
         for (il, l) in self.layers.iter().enumerate() {
-            l.wk.forward(&g, &mut k, &self.pool);
-            let v = match &l.wv {
-                Some(wv) => {
-                    let mut v = vec![0.0f32; n * kvd];
-                    wv.forward(&g, &mut v, &self.pool);
-                    v
-                }
-                None => {
-                    let mut v = k.clone();
-                    rms_norm_rows(&mut v, c.head_dim, None, c.eps);
-                    v
-                }
-            };
-            rms_norm_rows(&mut k, c.head_dim, l.k_norm.as_deref(), c.eps);
-            self.rope(&mut k, c.n_head_kv, cache.len);
+            let v = self.keys_values(l, &g, &mut k, cache.len);
             cache.k[il].extend_from_slice(&k);
             cache.v[il].extend_from_slice(&v);
         }
@@ -153,23 +162,9 @@ impl DflashModel {
             h.copy_from_slice(&x);
             rms_norm_rows(&mut h, d, Some(&l.attn_norm), c.eps);
             l.wq.forward(&h, &mut q, t);
-            l.wk.forward(&h, &mut k, t);
-            let v = match &l.wv {
-                Some(wv) => {
-                    let mut v = vec![0.0f32; n * kvd];
-                    wv.forward(&h, &mut v, t);
-                    v
-                }
-                None => {
-                    let mut v = k.clone();
-                    rms_norm_rows(&mut v, hd, None, c.eps);
-                    v
-                }
-            };
             rms_norm_rows(&mut q, hd, l.q_norm.as_deref(), c.eps);
-            rms_norm_rows(&mut k, hd, l.k_norm.as_deref(), c.eps);
             self.rope(&mut q, c.n_head, ctx);
-            self.rope(&mut k, c.n_head_kv, ctx);
+            let v = self.keys_values(l, &h, &mut k, ctx);
 
             // Non-causal attention of every block query over [context, block], one head
             // per task.

@@ -19,6 +19,15 @@ use super::{Draft, Drafter};
 use crate::sampling::{Dist, Rng, SamplingConfig};
 use crate::target::Token;
 
+/// DFlash's usual conditioning layers for an `n_layer`-layer target: one early, one in the
+/// middle, one late (llama.cpp layer-input indices, all in 1..n_layer).
+pub fn default_target_layers(n_layer: usize) -> Vec<usize> {
+    let mut v = vec![1, n_layer / 2, n_layer.saturating_sub(2)];
+    v.retain(|&l| l >= 1 && l < n_layer);
+    v.dedup();
+    v
+}
+
 /// Plain-data settings of the diffusion drafter.
 #[derive(Debug, Clone)]
 pub struct DiffusionConfig {
