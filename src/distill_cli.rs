@@ -1,6 +1,6 @@
 //! `tandem distill …`: the command-line side of `tandem::distill`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,6 +17,98 @@ pub enum DistillCmd {
     /// Write an offline prompt corpus (JSON lines) from built-in templates and passages of
     /// local text files, keeping the bench suites out.
     Prompts(PromptsArgs),
+    /// Train a DFlash drafter on collected data and export it as a GGUF (resumable).
+    Train(TrainArgs),
+    /// The whole pipeline, target GGUF to drafter GGUF: prompts, collect, train, export.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct TrainOpts {
+    /// Training steps (one sequence, --anchors blocks each).
+    #[arg(long, default_value_t = 4000)]
+    steps: usize,
+    /// Drafter layers.
+    #[arg(long = "drafter-layers", default_value_t = 1)]
+    drafter_layers: usize,
+    /// Feed-forward width of the drafter (default: the target's).
+    #[arg(long)]
+    ff: Option<usize>,
+    /// Draft vocabulary: the target's most frequent output tokens.
+    #[arg(long, default_value_t = 8192)]
+    vocab: usize,
+    #[arg(long, default_value_t = 16)]
+    block: usize,
+    /// Blocks per step.
+    #[arg(long, default_value_t = 16)]
+    anchors: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Loss weight of block position i: exp(-(i-1)/gamma).
+    #[arg(long, default_value_t = 5.0)]
+    gamma: f32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Validate, checkpoint and export every this many steps.
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: usize,
+}
+
+impl TrainOpts {
+    fn options(&self) -> tandem::train::TrainOptions {
+        tandem::train::TrainOptions {
+            steps: self.steps,
+            n_layer: self.drafter_layers,
+            n_ff: self.ff,
+            draft_vocab: self.vocab,
+            block_size: self.block,
+            anchors: self.anchors,
+            lr: self.lr,
+            gamma: self.gamma,
+            seed: self.seed,
+            checkpoint_every: self.checkpoint_every,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// GGUF path or manifest name of the target the data was collected from.
+    #[arg(short = 'm', long)]
+    model: String,
+    /// Data directory written by `tandem distill collect`.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output directory: checkpoints and drafter.gguf (an existing run is resumed).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    train: TrainOpts,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// GGUF path or manifest name of the target.
+    #[arg(short = 'm', long)]
+    model: String,
+    /// Work directory: prompts.jsonl, data/, train/, and the result drafter.gguf.
+    #[arg(long)]
+    out: PathBuf,
+    /// Prompts to collect continuations for.
+    #[arg(long, default_value_t = 1500)]
+    prompts: usize,
+    /// Tokens generated per prompt.
+    #[arg(long, default_value_t = 128)]
+    max_new: usize,
+    /// Text files or directories for prompt passages (default: local documentation and
+    /// Python's standard library, where present).
+    #[arg(long = "from")]
+    from: Vec<PathBuf>,
+    #[arg(short = 't', long)]
+    threads: Option<i32>,
+    #[command(flatten)]
+    train: TrainOpts,
 }
 
 #[derive(clap::Args)]
@@ -70,6 +162,8 @@ pub fn run(cmd: DistillCmd) -> Result<()> {
     match cmd {
         DistillCmd::Collect(a) => collect(a),
         DistillCmd::Prompts(a) => prompts(a),
+        DistillCmd::Train(a) => train(a),
+        DistillCmd::Run(a) => run_all(a),
     }
 }
 
@@ -173,6 +267,151 @@ fn collect(a: CollectArgs) -> Result<()> {
     eprintln!(
         "collected {} prompts ({} tokens) in {:.1} s; {} were already there",
         s.prompts_collected, s.tokens_collected, s.seconds, s.prompts_done_before
+    );
+    Ok(())
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let target = tandem::models::resolve(&a.model)?;
+    train_into(&target, &a.data, &a.out, &a.train)?;
+    Ok(())
+}
+
+fn train_into(target: &Path, data: &Path, out: &Path, t: &TrainOpts) -> Result<PathBuf> {
+    let o = t.options();
+    let bar = ProgressBar::new(o.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps, {msg} [{elapsed_precise}, eta {eta}]",
+        )
+        .expect("valid template"),
+    );
+    let s = tandem::train::train(data, target, out, &o, &mut |p| {
+        bar.set_position(p.step as u64);
+        bar.set_message(format!("loss {:.3}, lr {:.1e}", p.loss, p.lr));
+        if let Some(v) = &p.val {
+            // Printed above the bar, and in logs too (a hidden bar prints nothing).
+            bar.suspend(|| eprintln!(
+                "step {}: held-out loss {:.3}, tokens/step {:.2} (block {}), accepted ≥1/≥2/≥4: {:.0}%/{:.0}%/{:.0}%, {:.0} s",
+                v.step,
+                v.loss,
+                v.tokens_per_step,
+                o.block_size,
+                100.0 * v.prefix_acc.first().copied().unwrap_or(0.0),
+                100.0 * v.prefix_acc.get(1).copied().unwrap_or(0.0),
+                100.0 * v.prefix_acc.get(3).copied().unwrap_or(0.0),
+                p.seconds,
+            ));
+        }
+    })
+    .with_context(|| format!("training on {} into {}", data.display(), out.display()))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "drafter {} ({:.1} M parameters, draft vocabulary covers {:.1}% of the target's output); {} steps in {:.0} s",
+        s.drafter.display(),
+        s.n_params as f64 / 1e6,
+        100.0 * s.vocab_coverage,
+        s.steps_run,
+        s.seconds
+    );
+    if let Some(v) = &s.last_val {
+        eprintln!(
+            "held-out: {:.2} tokens per verification step (greedy, block {})",
+            v.tokens_per_step, o.block_size
+        );
+    }
+    Ok(s.drafter)
+}
+
+/// Local text for prompt passages when none is given.
+fn default_sources() -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from("/usr/share/doc")];
+    for dir in ["/usr/lib", "/usr/local/lib"] {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            let mut py: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("python3"))
+                })
+                .collect();
+            py.sort();
+            v.extend(py.pop());
+        }
+    }
+    v.retain(|p| p.is_dir());
+    v
+}
+
+fn run_all(a: RunArgs) -> Result<()> {
+    let target = tandem::models::resolve(&a.model)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let corpus = a.out.join("prompts.jsonl");
+    let data = a.out.join("data");
+    let work = a.out.join("train");
+    // Estimate from this machine: one short greedy generation.
+    let threads = a.threads.unwrap_or_else(tandem::target::default_threads);
+    let tok_s = {
+        let mut session = Session::open(&SessionConfig {
+            model: target.display().to_string(),
+            context: ContextParams {
+                n_ctx: 512,
+                n_threads: threads,
+                n_batch: 512,
+                flash_attn: None,
+            },
+            model_params: ModelParams::default(),
+        })?;
+        let p = session.prompt_tokens("Write a short note about rivers.", false)?;
+        let t0 = std::time::Instant::now();
+        let g = session.generate(
+            &p,
+            32,
+            &mut tandem::draft::NoDrafter,
+            &tandem::engine::EngineConfig::default(),
+            &mut |_| true,
+        )?;
+        g.tokens.len().max(1) as f64 / t0.elapsed().as_secs_f64()
+    };
+    let collect_min = a.prompts as f64 * (a.max_new as f64 + 60.0) / tok_s / 60.0;
+    eprintln!(
+        "plan: {} prompts × {} tokens at ~{:.0} tokens/s ≈ {:.0} min of collection, then {} training steps (timed after the first ones)",
+        a.prompts, a.max_new, tok_s, collect_min, a.train.steps
+    );
+    if !corpus.exists() {
+        let mut sources = a.from.clone();
+        if sources.is_empty() {
+            sources = default_sources();
+        }
+        prompts(PromptsArgs {
+            out: corpus.clone(),
+            count: a.prompts,
+            seed: a.train.seed,
+            from: sources,
+            exclude: Vec::new(),
+        })?;
+    }
+    collect(CollectArgs {
+        model: target.display().to_string(),
+        prompts: corpus,
+        out: data.clone(),
+        max_new: a.max_new,
+        layers: None,
+        limit: 0,
+        raw: false,
+        threads: Some(threads),
+        ctx_size: 2048,
+    })?;
+    let drafter = train_into(&target, &data, &work, &a.train)?;
+    let dest = a.out.join("drafter.gguf");
+    std::fs::copy(&drafter, &dest).with_context(|| format!("copying to {}", dest.display()))?;
+    eprintln!(
+        "done: {} — use it with `tandem generate -m {} --draft diffusion --drafter {}`",
+        dest.display(),
+        a.model,
+        dest.display()
     );
     Ok(())
 }

@@ -21,4 +21,5 @@ pub mod sampling;
 pub mod session;
 pub mod target;
 pub mod text;
+pub mod train;
 pub mod verify;

@@ -58,7 +58,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Make a diffusion drafter for a target: collect self-distillation data.
+    /// Make a diffusion drafter for a target: `distill run` does it all (prompts, collect,
+    /// train, export); the steps are also subcommands.
     Distill {
         #[command(subcommand)]
         cmd: distill_cli::DistillCmd,

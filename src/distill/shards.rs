@@ -222,6 +222,27 @@ impl Shards {
         Ok(())
     }
 
+    /// The prompt length and tokens of record `i`, without its features.
+    pub fn read_tokens(&self, i: usize) -> Result<(usize, Vec<Token>), ShardError> {
+        let l = &self.index[i];
+        let p = self.dir.join(&l.shard);
+        let mut f = File::open(&p).map_err(io(&p))?;
+        f.seek(SeekFrom::Start(l.offset)).map_err(io(&p))?;
+        let mut buf = vec![0u8; 20 + 4 * l.n_total];
+        f.read_exact(&mut buf).map_err(io(&p))?;
+        if &buf[..4] != MAGIC {
+            return Err(ShardError::Corrupt {
+                path: p.display().to_string(),
+                msg: format!("no record at offset {}", l.offset),
+            });
+        }
+        let tokens = buf[20..]
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        Ok((l.n_prompt, tokens))
+    }
+
     /// Read record `i` (in collection order).
     pub fn read(&self, i: usize) -> Result<Record, ShardError> {
         let l = &self.index[i];

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use super::format::DflashShape;
 use crate::gguf::{GgmlType, Gguf, GgufError};
 use crate::gguf_write::GgufWriter;
 use crate::sampling::Rng;
@@ -35,57 +36,18 @@ impl Default for FixtureOptions {
 /// target's token embeddings and output head and copies its tokenizer.
 pub fn write_random_dflash(target: &Path, out: &Path, o: &FixtureOptions) -> Result<(), GgufError> {
     let t = Gguf::open(target)?;
-    let arch = t.arch().unwrap_or("llama").to_string();
-    let ti = |k: &str, d: i64| t.get_int(&format!("{arch}.{k}")).unwrap_or(d) as usize;
-    let n_embd = ti("embedding_length", 0);
-    let n_layer_t = ti("block_count", 0);
-    let n_head = ti("attention.head_count", 1);
-    let n_head_kv = ti("attention.head_count_kv", n_head as i64);
-    let head_dim = ti("attention.key_length", (n_embd / n_head.max(1)) as i64);
-    let n_ff = ti("feed_forward_length", 4 * n_embd as i64);
-    let eps = t
-        .get_float(&format!("{arch}.attention.layer_norm_rms_epsilon"))
-        .unwrap_or(1e-6) as f32;
-    let layers: Vec<usize> = if o.target_layers.is_empty() {
-        super::default_target_layers(n_layer_t)
-    } else {
-        o.target_layers.clone()
-    };
-    let n_vocab = match t.get("tokenizer.ggml.tokens") {
-        Some(crate::gguf::Value::Array(a)) => a.len(),
-        _ => 0,
-    };
-
+    let shape = DflashShape::for_target(&t, o.n_layer, &o.target_layers, o.block_size);
+    let DflashShape {
+        n_embd,
+        n_head,
+        n_head_kv,
+        head_dim,
+        n_ff,
+        ..
+    } = shape;
+    let layers = &shape.target_layers;
     let mut w = GgufWriter::default();
-    w.str("general.architecture", "dflash");
-    w.str("general.name", "tandem random dflash fixture");
-    w.u32("dflash.context_length", ti("context_length", 4096) as u32);
-    w.u32("dflash.embedding_length", n_embd as u32);
-    w.u32("dflash.block_count", o.n_layer as u32);
-    w.u32("dflash.feed_forward_length", n_ff as u32);
-    w.u32("dflash.attention.head_count", n_head as u32);
-    w.u32("dflash.attention.head_count_kv", n_head_kv as u32);
-    w.u32("dflash.attention.key_length", head_dim as u32);
-    w.u32("dflash.attention.value_length", head_dim as u32);
-    w.f32("dflash.attention.layer_norm_rms_epsilon", eps);
-    w.f32("dflash.rope.freq_base", 1_000_000.0);
-    w.u32("dflash.block_size", o.block_size as u32);
-    w.i32_array(
-        "dflash.target_layers",
-        &layers.iter().map(|&l| l as i32).collect::<Vec<_>>(),
-    );
-    let keys: Vec<String> = t
-        .metadata
-        .keys()
-        .filter(|k| k.starts_with("tokenizer."))
-        .cloned()
-        .collect();
-    for k in &keys {
-        w.copy_from(&t, k)?;
-    }
-    if t.get("tokenizer.ggml.mask_token_id").is_none() {
-        w.u32("tokenizer.ggml.mask_token_id", (n_vocab.max(1) - 1) as u32);
-    }
+    shape.write_header(&mut w, &t, "tandem random dflash fixture")?;
 
     let mut rng = Rng::new(o.seed);
     let mut uniform = |n: usize, scale: f32| -> Vec<f32> {

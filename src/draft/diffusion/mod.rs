@@ -5,6 +5,7 @@
 //! lossless rejection sampling) and a confidence (its top probability, for length policies).
 
 pub mod fixture;
+pub mod format;
 mod forward;
 mod linear;
 mod model;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 pub use forward::DflashCache;
 pub use linear::Linear;
-pub use model::{DflashConfig, DflashModel, DiffusionError};
+pub use model::{DflashConfig, DflashModel, DiffusionError, Embeddings};
 
 use super::{Draft, Drafter};
 use crate::sampling::{Dist, Rng, SamplingConfig};

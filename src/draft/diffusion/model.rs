@@ -83,10 +83,10 @@ pub(super) enum Head {
 }
 
 /// Token embeddings: the drafter's own or the target's (shared), kept as stored.
-pub(super) struct Embeddings {
-    pub ty: GgmlType,
-    pub row_bytes: usize,
-    pub data: Vec<u8>,
+pub struct Embeddings {
+    pub(super) ty: GgmlType,
+    pub(super) row_bytes: usize,
+    pub(super) data: Vec<u8>,
 }
 
 impl Embeddings {
@@ -118,6 +118,67 @@ impl Embeddings {
             }
             _ => unreachable!("checked at load"),
         }
+    }
+}
+
+impl Embeddings {
+    /// The target's token embeddings (`token_embd.weight`), kept as stored: F32, F16, BF16
+    /// or Q8_0 — what a drafter sharing them reads.
+    pub fn of_target(t: &Gguf) -> Result<Self, DiffusionError> {
+        Self::of_tensor(t, "token_embd.weight")
+    }
+
+    /// Rows of the matrix `name` of `t` (an embedding or output head).
+    pub fn of_tensor(t: &Gguf, name: &str) -> Result<Self, DiffusionError> {
+        let p = t.path().display().to_string();
+        let info = t.tensor(name).ok_or_else(|| DiffusionError::Tensor {
+            path: p.clone(),
+            name: name.into(),
+            why: "missing".into(),
+        })?;
+        let n_embd = info.dims[0] as usize;
+        let (ty, data) = t.read_tensor(name)?;
+        if !matches!(
+            ty,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 | GgmlType::Q8_0
+        ) {
+            return Err(DiffusionError::Tensor {
+                path: p,
+                name: name.into(),
+                why: format!("type {ty:?}: shared embeddings must be F32, F16, BF16 or Q8_0"),
+            });
+        }
+        let (per, bytes) = ty.block();
+        Ok(Self {
+            ty,
+            row_bytes: n_embd / per * bytes,
+            data,
+        })
+    }
+
+    /// Embeddings held as f32 rows of `width` (tests, tiny fixtures).
+    pub fn from_f32(rows: &[f32], width: usize) -> Self {
+        Self {
+            ty: GgmlType::F32,
+            row_bytes: width * 4,
+            data: rows.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+
+    /// Width of a row.
+    pub fn width(&self) -> usize {
+        let (per, bytes) = self.ty.block();
+        self.row_bytes / bytes * per
+    }
+
+    /// Rows of `ids`, concatenated.
+    pub fn rows(&self, ids: &[Token]) -> Vec<f32> {
+        let d = self.width();
+        let mut out = vec![0.0f32; ids.len() * d];
+        for (o, &t) in out.chunks_exact_mut(d).zip(ids) {
+            self.row(t, o);
+        }
+        out
     }
 }
 

@@ -1,0 +1,171 @@
+//! Training data: the reduced draft vocabulary, and batches of blocks from collected
+//! sequences (`distill::Shards`).
+
+use candle_core::{Device, Result, Tensor};
+
+use super::net::Batch;
+use crate::distill::Record;
+use crate::draft::diffusion::Embeddings;
+use crate::sampling::Rng;
+use crate::target::Token;
+
+/// The draft vocabulary: the target tokens the drafter's head can propose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftVocab {
+    /// Draft row → target token id (llama.cpp's `d2t`).
+    pub d2t: Vec<Token>,
+    /// Target token id → draft row, −1 where absent.
+    pub t2d: Vec<i32>,
+}
+
+impl DraftVocab {
+    /// The `n` most frequent tokens of `counts` (target id → count), ties to the lower id.
+    pub fn most_frequent(counts: &[u64], n: usize) -> Self {
+        let mut ids: Vec<usize> = (0..counts.len()).collect();
+        ids.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
+        ids.truncate(n.min(counts.len()));
+        ids.sort_unstable();
+        Self::from_d2t(ids.into_iter().map(|t| t as Token).collect(), counts.len())
+    }
+
+    pub fn from_d2t(d2t: Vec<Token>, n_vocab: usize) -> Self {
+        let mut t2d = vec![-1i32; n_vocab];
+        for (i, &t) in d2t.iter().enumerate() {
+            t2d[t as usize] = i as i32;
+        }
+        Self { d2t, t2d }
+    }
+
+    pub fn len(&self) -> usize {
+        self.d2t.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.d2t.is_empty()
+    }
+
+    /// Share of `counts` the vocabulary covers.
+    pub fn coverage(&self, counts: &[u64]) -> f64 {
+        let total: u64 = counts.iter().sum();
+        let inside: u64 = self.d2t.iter().map(|&t| counts[t as usize]).sum();
+        inside as f64 / total.max(1) as f64
+    }
+}
+
+/// How blocks are cut from a sequence.
+#[derive(Debug, Clone)]
+pub struct BlockOptions {
+    pub block_size: usize,
+    /// Blocks per batch (anchors drawn without replacement).
+    pub anchors: usize,
+    /// Loss weight of block position `i` (1-based): `exp(−(i − 1) / gamma)`.
+    pub gamma: f32,
+    /// Anchors lie below this position (bounds the attention context).
+    pub max_context: usize,
+}
+
+/// Anchors of a record: positions whose block predicts at least one generated token.
+pub fn anchor_range(rec: &Record, o: &BlockOptions) -> std::ops::Range<usize> {
+    let lo = rec.n_prompt.saturating_sub(1).max(1);
+    let hi = (rec.tokens.len() - 1).min(o.max_context);
+    lo..hi.max(lo)
+}
+
+/// A batch of blocks from `rec` at `anchors` (sorted). `mask_embd` is the mask token's
+/// embedding row.
+pub fn make_batch(
+    rec: &Record,
+    anchors: &[usize],
+    embd: &Embeddings,
+    mask_embd: &[f32],
+    vocab: &DraftVocab,
+    o: &BlockOptions,
+) -> Result<Batch> {
+    let dev = Device::Cpu;
+    let bs = o.block_size;
+    let d = mask_embd.len();
+    let nf = rec.features.len() / (rec.tokens.len() - 1);
+    let c = *anchors.last().expect("at least one anchor");
+    let n = anchors.len() * bs;
+    let mut block_embd = Vec::with_capacity(n * d);
+    let mut block_pos = Vec::with_capacity(n);
+    let mut mask = vec![-1e9f32; n * (c + n)];
+    let (mut rows, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    let mut truth = Vec::new();
+    for (b, &a) in anchors.iter().enumerate() {
+        block_embd.extend(embd.rows(&[rec.tokens[a]]));
+        for i in 0..bs {
+            if i > 0 {
+                block_embd.extend_from_slice(mask_embd);
+            }
+            let r = b * bs + i;
+            block_pos.push(a + i);
+            let m = &mut mask[r * (c + n)..(r + 1) * (c + n)];
+            m[..a].fill(0.0);
+            m[c + b * bs..c + (b + 1) * bs].fill(0.0);
+            // Every masked row with a token to predict; tokens outside the draft
+            // vocabulary carry no loss but count as misses.
+            if i > 0
+                && let Some(&t) = rec.tokens.get(a + i)
+            {
+                let d = vocab.t2d[t as usize];
+                rows.push(r as u32);
+                truth.push(d);
+                targets.push(d.max(0) as u32);
+                weights.push(if d >= 0 {
+                    (-((i - 1) as f32) / o.gamma).exp()
+                } else {
+                    0.0
+                });
+            }
+        }
+    }
+    let m = rows.len();
+    Ok(Batch {
+        features: Tensor::from_slice(&rec.features[..c * nf], (c, nf), &dev)?,
+        block_embd: Tensor::from_vec(block_embd, (n, d), &dev)?,
+        block_pos,
+        mask: Tensor::from_vec(mask, (n, c + n), &dev)?,
+        rows: Tensor::from_vec(rows, m, &dev)?,
+        targets: Tensor::from_vec(targets, m, &dev)?,
+        weights: Tensor::from_vec(weights, m, &dev)?,
+        truth,
+    })
+}
+
+/// Up to `k` distinct anchors from `range`, sorted.
+pub fn pick_anchors(range: std::ops::Range<usize>, k: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut all: Vec<usize> = range.collect();
+    // Partial Fisher–Yates.
+    let k = k.min(all.len());
+    for i in 0..k {
+        let j = i + (rng.next_u64() % (all.len() - i) as u64) as usize;
+        all.swap(i, j);
+    }
+    all.truncate(k);
+    all.sort_unstable();
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabulary_takes_the_most_frequent_tokens() {
+        let v = DraftVocab::most_frequent(&[5, 0, 9, 5, 1], 3);
+        assert_eq!(v.d2t, vec![0, 2, 3]);
+        assert_eq!(v.t2d, vec![0, -1, 1, 2, -1]);
+        assert!((v.coverage(&[5, 0, 9, 5, 1]) - 19.0 / 20.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn anchors_are_distinct_sorted_and_in_range() {
+        let mut rng = Rng::new(3);
+        let a = pick_anchors(10..50, 8, &mut rng);
+        assert_eq!(a.len(), 8);
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert!(a.iter().all(|x| (10..50).contains(x)));
+        assert_eq!(pick_anchors(3..5, 8, &mut rng), vec![3, 4]);
+    }
+}

@@ -1,0 +1,51 @@
+//! Export a trained network as a `dflash` GGUF: the drafter's own layers and head, the
+//! target's tokenizer, a `d2t` map for the reduced vocabulary; token embeddings stay the
+//! target's (shared, not copied).
+
+use std::path::Path;
+
+use super::data::DraftVocab;
+use super::net::Net;
+use crate::gguf::{GgmlType, Gguf, GgufError};
+use crate::gguf_write::GgufWriter;
+
+/// Write `net` to `out`; matrices as `wtype` (F32, F16, BF16, Q8_0), norms as F32. The file
+/// is written beside `out` and renamed into place.
+pub fn export(
+    net: &Net,
+    vocab: &DraftVocab,
+    target: &Gguf,
+    out: &Path,
+    wtype: GgmlType,
+) -> Result<(), GgufError> {
+    let mut w = GgufWriter::default();
+    net.shape
+        .write_header(&mut w, target, "tandem trained dflash drafter")?;
+    for (name, p) in &net.params {
+        let t = p.as_tensor();
+        let data: Vec<f32> = t
+            .flatten_all()
+            .and_then(|x| x.to_vec1())
+            .expect("f32 parameters");
+        let dims: Vec<u64> = t.dims().iter().rev().map(|&d| d as u64).collect();
+        let ty = if dims.len() == 1 {
+            GgmlType::F32
+        } else {
+            wtype
+        };
+        w.tensor_f32(name, &dims, ty, &data);
+    }
+    let d2t: Vec<u8> = vocab
+        .d2t
+        .iter()
+        .flat_map(|&t| (t as i64).to_le_bytes())
+        .collect();
+    w.tensor_raw("d2t", &[vocab.len() as u64], GgmlType::I64, d2t);
+    let tmp = out.with_extension("gguf.part");
+    let io = |err| GgufError::Io {
+        path: out.display().to_string(),
+        err,
+    };
+    w.write(&tmp).map_err(io)?;
+    std::fs::rename(&tmp, out).map_err(io)
+}

@@ -1,0 +1,361 @@
+//! Training a DFlash diffusion drafter on self-distillation data (`distill::Shards`), in
+//! Rust on candle (CPU, f32), and exporting it as a `dflash` GGUF that Tandem and
+//! llama.cpp both load.
+//!
+//! Objective: blocks anchored at random positions of the target's own continuations;
+//! every block is `[t(a), <mask> × (B − 1)]` and learns `t(a+1..a+B)` with a cross-entropy
+//! weighted `exp(−(i − 1)/γ)` toward early positions (those decide acceptance). The head
+//! covers a reduced draft vocabulary (`d2t`: the target's most frequent output tokens),
+//! initialised from the target's own output rows. Deterministic for a seed: every step
+//! draws its sequence and anchors from a generator seeded by (seed, step), so a resumed
+//! run continues exactly where it stopped.
+
+pub mod checkpoint;
+pub mod data;
+pub mod export;
+pub mod net;
+pub mod optim;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::distill::{Record, ShardError, Shards};
+use crate::draft::diffusion::Embeddings;
+use crate::draft::diffusion::format::DflashShape;
+use crate::gguf::{Gguf, GgufError};
+use crate::sampling::Rng;
+pub use checkpoint::TrainState;
+pub use data::{BlockOptions, DraftVocab};
+use net::Net;
+use optim::AdamW;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Shards(#[from] ShardError),
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Drafter(#[from] crate::draft::diffusion::DiffusionError),
+    #[error("tensor computation: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Data(String),
+    #[error("{path}: {err}")]
+    Io { path: String, err: std::io::Error },
+}
+
+/// Settings of a training run. Plain data.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainOptions {
+    pub steps: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub n_layer: usize,
+    /// Feed-forward width (default: the target's).
+    pub n_ff: Option<usize>,
+    pub draft_vocab: usize,
+    pub block_size: usize,
+    /// Blocks per step (all from one sequence).
+    pub anchors: usize,
+    pub gamma: f32,
+    pub max_context: usize,
+    pub seed: u64,
+    /// Validate, checkpoint and export every this many steps.
+    pub checkpoint_every: usize,
+    /// Held-out sequences (every `val_every`-th record) and how many of them to score.
+    pub val_every: usize,
+    pub val_records: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            steps: 4000,
+            lr: 1e-3,
+            warmup: 100,
+            n_layer: 1,
+            n_ff: None,
+            draft_vocab: 8192,
+            block_size: 16,
+            anchors: 16,
+            gamma: 5.0,
+            max_context: 1024,
+            seed: 1,
+            checkpoint_every: 500,
+            val_every: 50,
+            val_records: 24,
+        }
+    }
+}
+
+/// Held-out accuracy of the drafter, greedy, full blocks only.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ValStats {
+    pub step: usize,
+    pub blocks: usize,
+    /// Mean accepted length + 1: the expected tokens per verification step.
+    pub tokens_per_step: f64,
+    /// Share of blocks whose prediction is right at positions 1..=i.
+    pub prefix_acc: Vec<f64>,
+    pub loss: f64,
+}
+
+/// What the progress callback sees.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub seconds: f64,
+    pub val: Option<ValStats>,
+}
+
+/// A training run's outcome.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub drafter: PathBuf,
+    pub n_params: usize,
+    pub vocab_coverage: f64,
+    pub steps_run: usize,
+    pub seconds: f64,
+    pub last_val: Option<ValStats>,
+}
+
+/// Everything a step needs besides the network.
+struct Ctx {
+    shards: Shards,
+    embd: Embeddings,
+    mask_embd: Vec<f32>,
+    vocab: DraftVocab,
+    block: BlockOptions,
+    train_ids: Vec<usize>,
+    val_ids: Vec<usize>,
+}
+
+impl Ctx {
+    fn read(&self, i: usize) -> Result<Record, TrainError> {
+        Ok(self.shards.read(i)?)
+    }
+}
+
+/// Train on the data in `data` for the target GGUF `target`; checkpoints and the drafter
+/// (`drafter.gguf`) go to `out`. An existing checkpoint in `out` is resumed.
+pub fn train(
+    data: &Path,
+    target: &Path,
+    out: &Path,
+    o: &TrainOptions,
+    on: &mut dyn FnMut(&Progress),
+) -> Result<TrainSummary, TrainError> {
+    let t0 = Instant::now();
+    let shards = Shards::open_existing(data)?;
+    let tg = Gguf::open(target)?;
+    let mut shape =
+        DflashShape::for_target(&tg, o.n_layer, &shards.meta.target_layers, o.block_size);
+    if let Some(ff) = o.n_ff {
+        shape.n_ff = ff;
+    }
+    if shards.meta.n_embd != shape.n_embd || shards.meta.n_vocab != shape.n_vocab {
+        return Err(TrainError::Data(format!(
+            "{}: data was collected from {} (vocabulary {}, width {}), not from {}",
+            data.display(),
+            shards.meta.model,
+            shards.meta.n_vocab,
+            shards.meta.n_embd,
+            target.display()
+        )));
+    }
+    let n = shards.len();
+    let val_every = o.val_every.max(2);
+    let (val_ids, train_ids): (Vec<usize>, Vec<usize>) =
+        (0..n).partition(|i| i % val_every == val_every - 1);
+    if train_ids.is_empty() {
+        return Err(TrainError::Data(format!(
+            "{}: no collected sequences",
+            data.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|err| TrainError::Io {
+        path: out.display().to_string(),
+        err,
+    })?;
+    let embd = Embeddings::of_target(&tg)?;
+
+    // Resume, or start: vocabulary from the target's output frequencies, head from its rows.
+    let (net, mut opt, mut state) = match checkpoint::load(out, &shape)? {
+        Some(x) => x,
+        None => {
+            let mut counts = vec![0u64; shape.n_vocab];
+            for &i in &train_ids {
+                let (np, toks) = shards.read_tokens(i)?;
+                for &t in &toks[np.min(toks.len())..] {
+                    counts[t as usize] += 1;
+                }
+            }
+            let vocab = DraftVocab::most_frequent(&counts, o.draft_vocab);
+            let head = output_rows(&tg, &vocab.d2t)?;
+            let net = Net::new(shape.clone(), head, o.seed)?;
+            let opt = AdamW::new(&net)?;
+            let coverage = vocab.coverage(&counts);
+            (
+                net,
+                opt,
+                TrainState {
+                    step: 0,
+                    d2t: vocab.d2t,
+                    coverage,
+                    seconds: 0.0,
+                    history: Vec::new(),
+                },
+            )
+        }
+    };
+    let vocab = DraftVocab::from_d2t(state.d2t.clone(), shape.n_vocab);
+    let mask_embd = embd.rows(&[shape.mask_token as i32]);
+    let block = BlockOptions {
+        block_size: o.block_size,
+        anchors: o.anchors,
+        gamma: o.gamma,
+        max_context: o.max_context,
+    };
+    let ctx = Ctx {
+        shards,
+        embd,
+        mask_embd,
+        vocab,
+        block,
+        train_ids,
+        val_ids,
+    };
+    let drafter = out.join("drafter.gguf");
+    let start = state.step;
+    let mut last_val = state.history.last().cloned();
+    let run0 = Instant::now();
+    let seconds_before = state.seconds;
+    let mut loss_avg = f64::NAN;
+    for step in start..o.steps {
+        let lr = optim::schedule(step, o.steps, o.warmup, o.lr);
+        let mut rng = Rng::new(o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step as u64);
+        let id = ctx.train_ids[(rng.next_u64() % ctx.train_ids.len() as u64) as usize];
+        let rec = ctx.read(id)?;
+        let anchors = data::pick_anchors(data::anchor_range(&rec, &ctx.block), o.anchors, &mut rng);
+        if !anchors.is_empty() {
+            let b = data::make_batch(
+                &rec,
+                &anchors,
+                &ctx.embd,
+                &ctx.mask_embd,
+                &ctx.vocab,
+                &ctx.block,
+            )?;
+            let (loss, _) = net.loss(&b)?;
+            let l = loss.to_scalar::<f32>()? as f64;
+            let grads = loss.backward()?;
+            opt.step(&net, &grads, lr)?;
+            loss_avg = if loss_avg.is_nan() {
+                l
+            } else {
+                0.98 * loss_avg + 0.02 * l
+            };
+        }
+        state.step = step + 1;
+        let done = state.step == o.steps;
+        let mut val = None;
+        if done || state.step % o.checkpoint_every.max(1) == 0 {
+            let v = validate(&net, &ctx, o, state.step)?;
+            state.history.push(v.clone());
+            state.seconds = seconds_before + run0.elapsed().as_secs_f64();
+            checkpoint::save(out, &net, &opt, &state)?;
+            export::export(&net, &ctx.vocab, &tg, &drafter, crate::gguf::GgmlType::F16)?;
+            last_val = Some(v.clone());
+            val = Some(v);
+        }
+        on(&Progress {
+            step: state.step,
+            steps: o.steps,
+            loss: loss_avg,
+            lr,
+            seconds: run0.elapsed().as_secs_f64(),
+            val,
+        });
+    }
+    if start >= o.steps && !drafter.exists() {
+        export::export(&net, &ctx.vocab, &tg, &drafter, crate::gguf::GgmlType::F16)?;
+    }
+    Ok(TrainSummary {
+        drafter,
+        n_params: net.n_params(),
+        vocab_coverage: state.coverage,
+        steps_run: o.steps.saturating_sub(start),
+        seconds: t0.elapsed().as_secs_f64(),
+        last_val,
+    })
+}
+
+/// The target's output rows (its head, or its tied embeddings) for `ids`, as f32.
+fn output_rows(tg: &Gguf, ids: &[i32]) -> Result<Vec<f32>, TrainError> {
+    let e = if tg.tensor("output.weight").is_some() {
+        Embeddings::of_tensor(tg, "output.weight")?
+    } else {
+        Embeddings::of_target(tg)?
+    };
+    Ok(e.rows(ids))
+}
+
+/// Greedy block accuracy on held-out sequences: anchors every few positions, full blocks
+/// only; a block accepts its longest correct prefix.
+fn validate(net: &Net, ctx: &Ctx, o: &TrainOptions, step: usize) -> Result<ValStats, TrainError> {
+    let bs = o.block_size;
+    let mut accepted = vec![0usize; bs];
+    let (mut blocks, mut loss_sum, mut loss_n) = (0usize, 0.0f64, 0usize);
+    for &id in ctx.val_ids.iter().take(o.val_records) {
+        let rec = ctx.read(id)?;
+        let r = data::anchor_range(&rec, &ctx.block);
+        let full: Vec<usize> = r
+            .filter(|&a| a + bs - 1 < rec.tokens.len())
+            .step_by(3)
+            .collect();
+        for chunk in full.chunks(o.anchors.max(1)) {
+            let b = data::make_batch(
+                &rec,
+                chunk,
+                &ctx.embd,
+                &ctx.mask_embd,
+                &ctx.vocab,
+                &ctx.block,
+            )?;
+            let (loss, logits) = net.loss(&b)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64;
+            loss_n += 1;
+            let pred: Vec<u32> = logits.argmax(candle_core::D::Minus1)?.to_vec1()?;
+            let good: Vec<bool> = pred
+                .iter()
+                .zip(&b.truth)
+                .map(|(&p, &t)| t >= 0 && p as i32 == t)
+                .collect();
+            for blk in good.chunks(bs - 1) {
+                blocks += 1;
+                let k = blk.iter().take_while(|&&g| g).count();
+                accepted[k] += 1;
+            }
+        }
+    }
+    let mut prefix_acc = vec![0.0; bs - 1];
+    let mut tps = 1.0;
+    if blocks > 0 {
+        for (i, pa) in prefix_acc.iter_mut().enumerate() {
+            let at_least: usize = accepted[i + 1..].iter().sum();
+            *pa = at_least as f64 / blocks as f64;
+            tps += *pa;
+        }
+    }
+    Ok(ValStats {
+        step,
+        blocks,
+        tokens_per_step: tps,
+        prefix_acc,
+        loss: loss_sum / loss_n.max(1) as f64,
+    })
+}

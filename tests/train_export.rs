@@ -1,0 +1,195 @@
+//! The training program's export round trip and the `tandem distill` pipeline, on the real
+//! SmolLM2 target:
+//!
+//! * a network exported to a `dflash` GGUF, loaded by Tandem's drafter, gives the same
+//!   logits as the training network on the same target features (F32 export: max |Δ| ≤
+//!   1e-3 of the logits' scale — summation order only; F16: ≤ 2e-2, the weights' and the
+//!   activations' rounding to f16);
+//! * `tandem distill run` with a tiny budget makes a drafter that `generate` uses, output
+//!   identical to plain decoding; training resumes from its checkpoint and lands on the same
+//!   weights as an uninterrupted run.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use candle_core::Tensor;
+use tandem::distill::Record;
+use tandem::draft::diffusion::format::DflashShape;
+use tandem::draft::diffusion::{DflashModel, Embeddings};
+use tandem::gguf::{GgmlType, Gguf};
+use tandem::sampling::Rng;
+use tandem::target::Outputs;
+use tandem::train::data::{BlockOptions, DraftVocab, make_batch};
+use tandem::train::export::export;
+use tandem::train::net::Net;
+
+#[test]
+fn exported_drafter_gives_the_training_networks_logits() {
+    let _g = common::exclusive();
+    let model = common::model("smollm2-135m", false);
+    let tg = Gguf::open(Path::new(model.path())).unwrap();
+    let shape = DflashShape::for_target(&tg, 2, &[], 16);
+    let embd = Embeddings::of_target(&tg).unwrap();
+    // A draft vocabulary with gaps, and a head seeded from the target's rows.
+    let d2t: Vec<i32> = (0..3000).map(|i| i * 7 + 3).collect();
+    let vocab = DraftVocab::from_d2t(d2t.clone(), shape.n_vocab);
+    let net = Net::new(shape.clone(), embd.rows(&d2t), 5).unwrap();
+    // Move the norms off 1.0 so that every weight matters.
+    let mut rng = Rng::new(9);
+    for (_, p) in &net.params {
+        if p.rank() == 1 {
+            let n = p.elem_count();
+            let v: Vec<f32> = (0..n)
+                .map(|_| 1.0 + 0.3 * (rng.uniform() as f32 - 0.5))
+                .collect();
+            p.set(&Tensor::from_vec(v, n, &candle_core::Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+
+    // Real target features for a prompt.
+    let toks = common::prompt_tokens(&model, common::PROMPTS[1]);
+    let mut ctx = common::context(&model, 1024);
+    ctx.set_feature_layers(&shape.target_layers).unwrap();
+    ctx.decode(&toks, 0, Outputs::Last).unwrap();
+    let mut feats = Vec::new();
+    ctx.features_into(0..toks.len() - 1, &mut feats).unwrap();
+    let c = toks.len() - 1;
+    let rec = Record {
+        prompt_index: 0,
+        n_prompt: toks.len(),
+        tokens: toks.clone(),
+        features: feats.clone(),
+    };
+    let block = BlockOptions {
+        block_size: 16,
+        anchors: 1,
+        gamma: 5.0,
+        max_context: 4096,
+    };
+    let mask_embd = embd.rows(&[shape.mask_token as i32]);
+    let b = make_batch(&rec, &[c], &embd, &mask_embd, &vocab, &block).unwrap();
+    let h = net.hidden(&b).unwrap().narrow(0, 1, 15).unwrap();
+    let want: Vec<Vec<f32>> = h
+        .matmul(&net.p("output.weight").t().unwrap())
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    for (wtype, tol) in [(GgmlType::F32, 1e-3f32), (GgmlType::F16, 2e-2)] {
+        let path = dir.path().join(format!("d-{wtype:?}.gguf"));
+        export(&net, &vocab, &tg, &path, wtype).unwrap();
+        let head = common::head(&model);
+        let ours = DflashModel::load(&path, &model, || Some(head.clone()), 2).unwrap();
+        let mut cache = ours.new_cache();
+        ours.inject(&mut cache, &feats);
+        let mut got = Vec::new();
+        ours.draft_logits(&cache, toks[c], 16, &mut got);
+        let mut worst = 0.0f32;
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (j, &t) in d2t.iter().enumerate() {
+                let d = (g[t as usize] - w[j]).abs();
+                worst = worst.max(d / scale);
+                assert!(
+                    d <= tol * scale,
+                    "{wtype:?} row {i} token {t}: {} vs {}",
+                    g[t as usize],
+                    w[j]
+                );
+            }
+            // Tokens outside the draft vocabulary are never proposed.
+            assert_eq!(g[0], f32::NEG_INFINITY);
+        }
+        eprintln!("{wtype:?} export: worst |Δ|/scale {worst:.2e}");
+    }
+}
+
+fn tandem(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .output()
+        .expect("run tandem");
+    assert!(
+        out.status.success(),
+        "tandem {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn distill_run_makes_a_working_drafter_and_training_resumes_exactly() {
+    let _g = common::exclusive();
+    common::model("smollm2-135m", false);
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).display().to_string();
+    let small = [
+        "--prompts",
+        "6",
+        "--max-new",
+        "24",
+        "--vocab",
+        "2048",
+        "--anchors",
+        "4",
+        "--checkpoint-every",
+        "3",
+    ];
+    let mut args = vec!["distill", "run", "-m", "smollm2-135m", "--out"];
+    let run = d("run");
+    args.push(&run);
+    args.extend(small);
+    args.extend(["--steps", "6"]);
+    let out = tandem(&args);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("plan:"), "{log}");
+    let drafter = d("run/drafter.gguf");
+    assert!(Path::new(&drafter).exists());
+
+    // The drafter works and changes nothing in the output.
+    let generate = |extra: &[&str]| {
+        let mut a = vec![
+            "generate",
+            "-m",
+            "smollm2-135m",
+            "-p",
+            common::PROMPTS[0],
+            "-n",
+            "24",
+        ];
+        a.extend(extra);
+        String::from_utf8(tandem(&a).stdout).unwrap()
+    };
+    assert_eq!(
+        generate(&["--draft", "diffusion", "--drafter", &drafter]),
+        generate(&["--draft", "none"])
+    );
+
+    // 3 steps, then resumed to 6: the same weights as 6 at once.
+    let data = d("run/data");
+    let part = d("part");
+    let train = |steps: &str| {
+        let mut a = vec![
+            "distill",
+            "train",
+            "-m",
+            "smollm2-135m",
+            "--data",
+            &data,
+            "--out",
+            &part,
+        ];
+        a.extend(&small[4..]);
+        a.extend(["--steps", steps]);
+        tandem(&a);
+    };
+    train("3");
+    train("6");
+    let a = std::fs::read(d("run/train/drafter.gguf")).unwrap();
+    let b = std::fs::read(d("part/drafter.gguf")).unwrap();
+    assert!(a == b, "resumed training differs from an uninterrupted run");
+}
