@@ -323,8 +323,14 @@ fn validate(a: &GenerateArgs) -> Result<()> {
     if a.drafter.is_some() && !matches!(a.draft, DraftSpec::Diffusion(_)) {
         bail!("--drafter is only used with --draft diffusion");
     }
-    if matches!(a.draft, DraftSpec::Diffusion(_)) && a.drafter.is_none() {
-        bail!("--draft diffusion needs --drafter PATH.gguf (a dflash drafter for this model)");
+    if matches!(a.draft, DraftSpec::Diffusion(_))
+        && a.drafter.is_none()
+        && tandem::models::shipped_drafter(&a.model).is_none()
+    {
+        bail!(
+            "--draft diffusion needs --drafter PATH.gguf: {} has no shipped drafter (make one with `tandem distill run`)",
+            a.model
+        );
     }
     if a.ngram_min == 0 || a.ngram_min > a.ngram_max || a.ngram_max > 64 {
         bail!(
@@ -373,7 +379,12 @@ fn generate(a: GenerateArgs) -> Result<()> {
             n_min: a.ngram_min,
         }),
         DraftSpec::Diffusion(_) => DraftSpec::Diffusion(DiffusionSpec {
-            path: a.drafter.clone().unwrap_or_default(),
+            // The model's shipped drafter unless one is given.
+            path: a
+                .drafter
+                .clone()
+                .or_else(|| tandem::models::shipped_drafter(&a.model))
+                .unwrap_or_default(),
             p_min: a.draft_p_min,
         }),
         d => d,
@@ -494,7 +505,12 @@ fn bench(a: BenchArgs) -> Result<()> {
         draft_max: a.draft_max,
         ngram: NgramConfig::default(),
         diffusion: DiffusionSpec {
-            path: a.drafter.clone().unwrap_or_default(),
+            // The model's shipped drafter unless one is given.
+            path: a
+                .drafter
+                .clone()
+                .or_else(|| tandem::models::shipped_drafter(&a.model))
+                .unwrap_or_default(),
             p_min: a.draft_p_min,
         },
         lazy_group: a.lazy_group,

@@ -28,6 +28,18 @@ pub struct ModelEntry {
     pub sha256: String,
     pub size: u64,
     pub parts: Vec<Part>,
+    /// A trained DFlash drafter for this model, shipped in the checkout's `models/`.
+    #[serde(default)]
+    pub drafter: Option<ShippedDrafter>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ShippedDrafter {
+    pub file: String,
+    pub sha256: String,
+    /// How it was made and what it measured (documentation).
+    #[serde(default)]
+    pub note: String,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -94,6 +106,21 @@ impl Manifest {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// The shipped drafter for a model argument (a manifest name, or a path to a manifest
+/// model's file), if it has one.
+pub fn shipped_drafter(model_arg: &str) -> Option<PathBuf> {
+    let m = manifest();
+    let file = Path::new(model_arg).file_name()?.to_str()?.to_string();
+    let entry = m
+        .get(model_arg)
+        .or_else(|| m.models.iter().find(|e| e.file == file))?;
+    let d = entry.drafter.as_ref()?;
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(&d.file);
+    p.is_file().then_some(p)
 }
 
 /// Turn a model argument into a GGUF path: an existing file (or anything that looks like
@@ -299,6 +326,20 @@ mod tests {
         }
     }
 
+    /// Shipped drafters are committed files: each must be there, with its checksum.
+    #[test]
+    fn shipped_drafters_are_present_and_intact() {
+        for e in manifest().models {
+            let Some(d) = &e.drafter else { continue };
+            let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("models")
+                .join(&d.file);
+            assert_eq!(sha256_file(&p).unwrap(), d.sha256, "{}", p.display());
+            assert_eq!(shipped_drafter(&e.name), Some(p.clone()));
+            assert_eq!(shipped_drafter(&format!("/somewhere/{}", e.file)), Some(p));
+        }
+    }
+
     #[test]
     fn unknown_names_are_errors_listing_known_models() {
         let err = resolve("no-such-model").unwrap_err().to_string();
@@ -334,6 +375,7 @@ mod tests {
                 package: "w==1.0".into(),
                 member: member.into(),
             }],
+            drafter: None,
         }
     }
 
