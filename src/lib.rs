@@ -10,6 +10,7 @@
 //! - [`session`]: a loaded model ready to generate (what the CLI and embedders use).
 
 pub mod bench;
+pub mod collab;
 pub mod distill;
 pub mod draft;
 pub mod engine;

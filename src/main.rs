@@ -14,6 +14,7 @@ use tandem::session::{DiffusionSpec, DraftSpec, HeadMode, Session, SessionConfig
 use tandem::target::{ContextParams, ModelParams};
 use tandem::text::Utf8Stream;
 
+mod collab_cli;
 mod distill_cli;
 
 #[derive(Parser)]
@@ -40,6 +41,20 @@ enum Cmd {
     Models,
     /// Benchmark drafters side by side (interleaved runs, medians, output checked).
     Bench(BenchArgs),
+    /// Re-quantise a GGUF through llama.cpp's quantiser (e.g. a weaker low-bit "amateur"
+    /// with the same vocabulary, for contrastive decoding).
+    Quantize {
+        /// GGUF path or manifest name.
+        #[arg(short = 'm', long)]
+        model: String,
+        #[arg(short = 'o', long)]
+        out: PathBuf,
+        /// q2_k, q3_k_s, q4_0 or q8_0.
+        #[arg(long = "type", default_value = "q2_k")]
+        ty: String,
+        #[arg(short = 't', long)]
+        threads: Option<i32>,
+    },
     /// Write a random-weight DFlash drafter shaped for a model (a test fixture: it drafts
     /// nonsense, which verification must reject without changing the output).
     RandomDrafter {
@@ -135,8 +150,10 @@ struct BenchArgs {
 #[derive(clap::Args)]
 struct GenerateArgs {
     /// GGUF path or manifest name (fetched on first use).
-    #[arg(short = 'm', long)]
+    #[arg(short = 'm', long, required_unless_present_any = ["ensemble", "contrastive", "amateur"], default_value = "")]
     model: String,
+    #[command(flatten)]
+    collab: collab_cli::CollabArgs,
     /// Prompt text (read from stdin when absent).
     #[arg(short = 'p', long)]
     prompt: Option<String>,
@@ -236,6 +253,22 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench(a) => bench(a),
         Cmd::Distill { cmd } => distill_cli::run(cmd),
+        Cmd::Quantize {
+            model,
+            out,
+            ty,
+            threads,
+        } => {
+            let input = models::resolve(&model)?;
+            tandem::target::quantize(
+                &input,
+                &out,
+                &ty,
+                threads.unwrap_or_else(tandem::target::default_threads),
+            )?;
+            eprintln!("wrote {} ({ty})", out.display());
+            Ok(())
+        }
         Cmd::RandomDrafter {
             model,
             out,
@@ -359,6 +392,27 @@ fn generate(a: GenerateArgs) -> Result<()> {
     };
     if prompt.trim().is_empty() {
         bail!("the prompt is empty");
+    }
+    if a.collab.active() {
+        return collab_cli::generate(
+            &a.collab,
+            &collab_cli::Common {
+                prompt,
+                max_tokens: a.max_tokens,
+                sampling: SamplingConfig {
+                    temp: a.temp,
+                    top_k: a.top_k,
+                    top_p: a.top_p,
+                    seed: a.seed,
+                },
+                ctx_size: a.ctx_size,
+                threads: a.threads.unwrap_or_else(tandem::target::default_threads),
+                draft_max: a.draft_max,
+                raw: a.raw,
+                exact: a.exact,
+                stats_json: a.stats_json,
+            },
+        );
     }
     let n_batch = (a.draft_max + 1).max(512) as u32;
     let cfg = SessionConfig {

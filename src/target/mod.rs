@@ -12,6 +12,7 @@ mod llama_dflash;
 mod llama_spec;
 mod model;
 pub mod omp;
+mod quantize;
 pub mod simd;
 
 pub use backend::init_backend;
@@ -19,6 +20,7 @@ pub use context::{Context, ContextParams, Outputs, default_threads};
 pub use llama_dflash::LlamaDflash;
 pub use llama_spec::{LlamaSpecStats, llama_spec_generate};
 pub use model::{Model, ModelParams};
+pub use quantize::{QUANT_TYPES, quantize};
 
 /// A token id in the target's vocabulary.
 pub type Token = i32;
@@ -62,6 +64,8 @@ pub enum TargetError {
     LlamaSpec(String),
     #[error("path is not valid UTF-8 / contains NUL: {0}")]
     BadPath(String),
+    #[error("quantisation: {0}")]
+    Quantize(String),
 }
 
 pub type Result<T> = std::result::Result<T, TargetError>;

@@ -313,7 +313,7 @@ unsafe extern "C" fn capture_log(
 
 /// Check the GGUF magic and that the header's counts are plausible for the file size, so a
 /// non-GGUF or a cut-off file gets a precise error before llama.cpp sees it.
-fn check_gguf_header(path: &Path) -> Result<()> {
+pub(super) fn check_gguf_header(path: &Path) -> Result<()> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|_| TargetError::NotFound(shown.clone()))?;
     if !meta.is_file() {

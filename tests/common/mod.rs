@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests on the real models.
 #![allow(dead_code)]
 
+pub mod stats;
+
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tandem::draft::{Drafter, OracleDrafter};
