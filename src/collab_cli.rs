@@ -168,3 +168,59 @@ pub fn generate(a: &CollabArgs, c: &Common) -> Result<()> {
     }
     Ok(())
 }
+
+/// `tandem bench --ensemble …` / `--contrastive …`: naive vs CoS on a prompt suite.
+#[allow(clippy::too_many_arguments)]
+pub fn bench(
+    a: &CollabArgs,
+    prompts: &[tandem::bench::BenchPrompt],
+    draft_lens: &[usize],
+    max_tokens: usize,
+    reps: usize,
+    threads: i32,
+    ctx_size: u32,
+    exact: bool,
+    json: Option<&std::path::Path>,
+) -> Result<()> {
+    let (names, combine, _) = a.plan()?;
+    if draft_lens.iter().any(|&k| k == 0 || k > 256) {
+        bail!("--cos-draft lengths must be in 1..=256");
+    }
+    let common = Common {
+        prompt: String::new(),
+        max_tokens,
+        sampling: SamplingConfig::greedy(),
+        ctx_size,
+        threads,
+        draft_max: draft_lens.iter().copied().max().unwrap_or(4),
+        raw: false,
+        exact,
+        stats_json: false,
+    };
+    let mut ctxs = open(&names, &common)?;
+    let runs = tandem::bench::collab::run(
+        &mut ctxs,
+        prompts,
+        &combine,
+        draft_lens,
+        max_tokens,
+        reps,
+        &mut |id, label| eprint!("\r{id}: {label}          "),
+    )?;
+    eprintln!();
+    println!(
+        "models: {} | {:?} | greedy, {} tokens, {} threads, {} reps (medians, interleaved)\n",
+        names.join(", "),
+        combine,
+        max_tokens,
+        threads,
+        reps
+    );
+    println!("{}", tandem::bench::collab::category_table(&runs));
+    if let Some(p) = json {
+        let doc = serde_json::json!({"models": names, "combine": format!("{combine:?}"), "max_tokens": max_tokens, "threads": threads, "reps": reps, "exact": exact, "runs": runs});
+        std::fs::write(p, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}

@@ -84,8 +84,15 @@ enum Cmd {
 #[derive(clap::Args)]
 struct BenchArgs {
     /// GGUF path or manifest name.
-    #[arg(short = 'm', long)]
+    #[arg(short = 'm', long, required_unless_present_any = ["ensemble", "contrastive", "amateur"], default_value = "")]
     model: String,
+    /// Collaborative decoding instead of drafters: naive vs CoS (draft lengths from
+    /// --cos-draft) on the suite, with these models (see `generate --ensemble`).
+    #[command(flatten)]
+    collab: collab_cli::CollabArgs,
+    /// CoS draft lengths to compare with naive (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "4")]
+    cos_draft: Vec<usize>,
     /// Prompt suite (JSONL: {"id", "category", "prompt", "raw"}).
     #[arg(long, default_value = "bench/prompts/foundation.jsonl")]
     prompts: std::path::PathBuf,
@@ -529,6 +536,19 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     if prompts.is_empty() {
         bail!("{}: no prompts", a.prompts.display());
+    }
+    if a.collab.active() {
+        return collab_cli::bench(
+            &a.collab,
+            &prompts,
+            &a.cos_draft,
+            a.max_tokens,
+            a.reps,
+            a.threads,
+            a.ctx_size,
+            a.exact,
+            a.json.as_deref(),
+        );
     }
     let mut configs = vec![BenchConfig::baseline()];
     for c in a

@@ -4,6 +4,7 @@
 
 mod calibrate;
 mod chart;
+pub mod collab;
 mod drafter_speed;
 mod report;
 mod stats;
