@@ -146,6 +146,49 @@ mod tests {
         );
     }
 
+    /// One proposer's draft token judged against r with speculative sampling: emitted
+    /// tokens follow r exactly — also where q puts mass on tokens r excludes.
+    #[test]
+    fn speculative_acceptance_against_r_emits_r() {
+        use crate::sampling::{Rng, SamplingConfig};
+        use crate::verify::sampling_check;
+        let s = SamplingConfig {
+            temp: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        };
+        let a = [1.0f32, 0.5, -0.3, 0.0, 2.0, -1.0];
+        let b = [0.2f32, 1.5, 0.7, -2.0, 0.1, 0.9];
+        for c in [
+            Combine::Ensemble {
+                weights: vec![0.3, 0.7],
+            },
+            Combine::Contrastive { mu: 0.5, beta: 0.3 },
+        ] {
+            let mut sc = Vec::new();
+            c.scores(&[&a, &b], &mut sc);
+            let r = s.distribution(&sc);
+            let q = s.distribution(&a); // model 0 proposes
+            let mut rng = Rng::new(11);
+            let n = 200_000;
+            let mut counts = [0usize; 6];
+            for _ in 0..n {
+                let x = q.sample_with(rng.uniform());
+                let t = sampling_check(&r, &q, x, &mut rng).map_or_else(|t| t, |()| x);
+                counts[t as usize] += 1;
+            }
+            for (t, &k) in counts.iter().enumerate() {
+                let want = r.prob(t as i32) as f64;
+                let got = k as f64 / n as f64;
+                assert!(
+                    (got - want).abs() < 0.005,
+                    "{c:?} token {t}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn bad_settings_are_refused() {
         let e = |w: Vec<f32>| Combine::Ensemble { weights: w }.validate(2);
