@@ -1,7 +1,6 @@
 //! `tandem generate --ensemble …` / `--contrastive …`: the command-line side of
 //! `tandem::collab`, and `tandem quantize`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,7 +10,6 @@ use tandem::collab::{self, CollabConfig, CollabMode, Combine};
 use tandem::models;
 use tandem::sampling::SamplingConfig;
 use tandem::target::{Context, ContextParams, Model, ModelParams};
-use tandem::text::Utf8Stream;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct CollabArgs {
@@ -135,25 +133,18 @@ pub fn generate(a: &CollabArgs, c: &Common) -> Result<()> {
         draft_len: c.draft_max,
         sampling: c.sampling.clone(),
     };
-    let mut utf8 = Utf8Stream::default();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut text = crate::text_out::TextOut::new();
     let g = collab::generate(&mut ctxs, &tokens, c.max_tokens, &cfg, &mut |t| {
-        let s = utf8.push(&model.token_bytes(t));
-        out.write_all(s.as_bytes())
-            .and_then(|_| out.flush())
-            .is_ok()
+        text.push(&model.token_bytes(t))
     })?;
-    let _ = out.write_all(utf8.finish().as_bytes());
-    let _ = writeln!(out);
-    drop(out);
+    let written = text.finish();
     let s = &g.stats;
     if c.stats_json {
         eprintln!(
             "{}",
             serde_json::json!({"stop": g.stop, "collab": a.collab, "stats": s})
         );
-    } else {
+    } else if written {
         eprintln!(
             "[{} tokens, {:.1} tok/s, stop: {} | {} over {} models: {} rounds, {} proposed, {} accepted]",
             s.n_generated,

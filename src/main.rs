@@ -1,6 +1,6 @@
 //! The `tandem` command line: a thin front end over the library.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
@@ -12,10 +12,10 @@ use tandem::models;
 use tandem::sampling::SamplingConfig;
 use tandem::session::{DiffusionSpec, DraftSpec, HeadMode, Session, SessionConfig};
 use tandem::target::{ContextParams, ModelParams};
-use tandem::text::Utf8Stream;
 
 mod collab_cli;
 mod distill_cli;
+mod text_out;
 
 #[derive(Parser)]
 #[command(
@@ -472,33 +472,18 @@ fn generate(a: GenerateArgs) -> Result<()> {
         ..EngineConfig::default()
     };
     let model = session.model.clone();
-    let mut utf8 = Utf8Stream::default();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut write_failed = false;
+    let mut text = text_out::TextOut::new();
     let g = session.generate(&tokens, a.max_tokens, drafter.as_mut(), &ecfg, &mut |t| {
-        let s = utf8.push(&model.token_bytes(t));
-        // A closed pipe (e.g. `| head`) ends generation quietly.
-        if out
-            .write_all(s.as_bytes())
-            .and_then(|_| out.flush())
-            .is_err()
-        {
-            write_failed = true;
-            return false;
-        }
-        true
+        text.push(&model.token_bytes(t))
     })?;
-    let _ = out.write_all(utf8.finish().as_bytes());
-    let _ = writeln!(out);
-    drop(out);
+    let written = text.finish();
     let s = &g.stats;
     if a.stats_json {
         eprintln!(
             "{}",
             serde_json::json!({"stop": g.stop, "drafter": draft.name(), "stats": s})
         );
-    } else if !write_failed {
+    } else if written {
         eprintln!(
             "[{} tokens, {:.1} tok/s, stop: {} | draft {}: {} proposed, {} accepted ({:.0}%), {:.2} tokens/step | prompt {} tok in {:.0} ms, draft {:.0} ms, verify {:.0} ms, other {:.0} ms]",
             s.n_generated,

@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use common::stats::{chi_critical_p001, chi_square};
@@ -164,17 +163,6 @@ fn sampled_cos_has_the_naive_distribution() {
     }
 }
 
-fn tandem_err(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(args)
-        .output()
-        .expect("run tandem");
-    assert!(!out.status.success(), "tandem {args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
 #[test]
 fn bad_collaborations_are_clear_errors() {
     let _g = common::exclusive();
@@ -184,7 +172,7 @@ fn bad_collaborations_are_clear_errors() {
     let generate_err = |extra: &[&str]| {
         let mut a = vec!["generate", "-p", "hi", "-n", "4"];
         a.extend(extra);
-        tandem_err(&a)
+        common::tandem_err(&a)
     };
     let e = generate_err(&["--ensemble", &format!("{b},gemma3-270m")]);
     assert!(e.contains("different vocabularies"), "{e}");

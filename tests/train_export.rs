@@ -12,7 +12,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use candle_core::Tensor;
 use tandem::distill::Record;
@@ -108,19 +107,6 @@ fn exported_drafter_gives_the_training_networks_logits() {
     }
 }
 
-fn tandem(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(args)
-        .output()
-        .expect("run tandem");
-    assert!(
-        out.status.success(),
-        "tandem {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 #[test]
 fn distill_run_makes_a_working_drafter_and_training_resumes_exactly() {
     let _g = common::exclusive();
@@ -144,7 +130,7 @@ fn distill_run_makes_a_working_drafter_and_training_resumes_exactly() {
     args.push(&run);
     args.extend(small);
     args.extend(["--steps", "6"]);
-    let out = tandem(&args);
+    let out = common::tandem_ok(&args);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("plan:"), "{log}");
     let drafter = d("run/drafter.gguf");
@@ -162,7 +148,7 @@ fn distill_run_makes_a_working_drafter_and_training_resumes_exactly() {
             "24",
         ];
         a.extend(extra);
-        String::from_utf8(tandem(&a).stdout).unwrap()
+        String::from_utf8(common::tandem_ok(&a).stdout).unwrap()
     };
     assert_eq!(
         generate(&["--draft", "diffusion", "--drafter", &drafter]),
@@ -185,7 +171,7 @@ fn distill_run_makes_a_working_drafter_and_training_resumes_exactly() {
         ];
         a.extend(&small[4..]);
         a.extend(["--steps", steps]);
-        tandem(&a);
+        common::tandem_ok(&a);
     };
     train("3");
     train("6");

@@ -137,3 +137,30 @@ pub fn random_dflash(model: &Arc<Model>) -> Arc<tandem::draft::diffusion::Dflash
     c.1.push((model.path().to_string(), d.clone()));
     d
 }
+
+/// Run the `tandem` binary; it must succeed. Returns its output.
+pub fn tandem_ok(args: &[&str]) -> std::process::Output {
+    let out = tandem_cmd(args);
+    assert!(
+        out.status.success(),
+        "tandem {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run the `tandem` binary; it must fail cleanly (no panic). Returns its stderr.
+pub fn tandem_err(args: &[&str]) -> String {
+    let out = tandem_cmd(args);
+    assert!(!out.status.success(), "tandem {args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn tandem_cmd(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .output()
+        .expect("run tandem")
+}

@@ -414,10 +414,7 @@ impl DflashModel {
         }
 
         // Tensors.
-        let tensor = |gg: &Gguf,
-                      name: &str,
-                      dims: &[usize]|
-         -> Result<(GgmlType, Vec<u8>), DiffusionError> {
+        let check_shape = |gg: &Gguf, name: &str, dims: &[usize]| -> Result<(), DiffusionError> {
             let gp = gg.path().display().to_string();
             let t = gg.tensor(name).ok_or_else(|| DiffusionError::Tensor {
                 path: gp.clone(),
@@ -432,6 +429,13 @@ impl DflashModel {
                     why: format!("shape {got:?}, expected {dims:?}"),
                 });
             }
+            Ok(())
+        };
+        let tensor = |gg: &Gguf,
+                      name: &str,
+                      dims: &[usize]|
+         -> Result<(GgmlType, Vec<u8>), DiffusionError> {
+            check_shape(gg, name, dims)?;
             Ok(gg.read_tensor(name)?)
         };
         let vector = |name: &str, n: usize| -> Result<Vec<f32>, DiffusionError> {
@@ -522,23 +526,8 @@ impl DflashModel {
                 "hidden size {n_embd} cannot share the target's embeddings of width {t_embd}"
             )));
         }
-        let (ety, edata) = tensor(embd_src, "token_embd.weight", &[n_embd, n_vocab])?;
-        if !matches!(
-            ety,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 | GgmlType::Q8_0
-        ) {
-            return Err(DiffusionError::Tensor {
-                path: embd_src.path().display().to_string(),
-                name: "token_embd.weight".into(),
-                why: format!("type {ety:?}: shared embeddings must be F32, F16, BF16 or Q8_0"),
-            });
-        }
-        let (per, bytes) = ety.block();
-        let embd = Embeddings {
-            ty: ety,
-            row_bytes: n_embd / per * bytes,
-            data: edata,
-        };
+        check_shape(embd_src, "token_embd.weight", &[n_embd, n_vocab])?;
+        let embd = Embeddings::of_tensor(embd_src, "token_embd.weight")?;
 
         let head = if let Some(d2t) = g.tensor("d2t") {
             let n_draft = d2t.dims[0] as usize;
