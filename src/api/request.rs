@@ -1,0 +1,188 @@
+//! What one generation asks for, as plain data: the prompt (text or a conversation), how
+//! many tokens, how to sample, where to stop.
+
+use crate::sampling::SamplingConfig;
+
+use super::ApiError;
+
+/// Who wrote a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Instructions for the assistant (OpenAI's `developer` role maps here too).
+    System,
+    /// The person talking to the assistant.
+    User,
+    /// An earlier reply of the assistant.
+    Assistant,
+}
+
+impl Role {
+    /// The role's name as chat templates spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "system" | "developer" => Ok(Role::System),
+            "user" => Ok(Role::User),
+            "assistant" => Ok(Role::Assistant),
+            o => Err(format!(
+                "unsupported message role '{o}' (system, developer, user, assistant)"
+            )),
+        }
+    }
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Who wrote it.
+    pub role: Role,
+    /// What was written.
+    pub content: String,
+}
+
+impl Message {
+    /// A message from `role`.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
+
+    /// An assistant message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+}
+
+/// The text the model continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    /// Plain text, tokenized as is (what `/v1/completions` and `tandem generate --raw` do).
+    Raw(String),
+    /// A conversation rendered with the model's own chat template, ending where the
+    /// assistant's next turn begins (`/v1/chat/completions`; `tandem generate` without
+    /// `--raw` is a one-message conversation). Models without a template get the messages'
+    /// contents joined by newlines.
+    Chat(Vec<Message>),
+}
+
+/// One generation request. Build it with [`Request::chat`] or [`Request::raw`] and the
+/// `with_*` setters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// What to continue.
+    pub prompt: Prompt,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// How to pick tokens; `None` uses the engine's default (see
+    /// [`EngineBuilder::sampling`](super::EngineBuilder::sampling)).
+    pub sampling: Option<SamplingConfig>,
+    /// Generation ends before the first occurrence of any of these strings; the stop
+    /// string itself is not returned.
+    pub stop: Vec<String>,
+}
+
+/// Most stop strings one request may carry (OpenAI allows 4; a few more cost nothing).
+pub const MAX_STOPS: usize = 16;
+
+impl Request {
+    /// A request continuing a conversation; 256 tokens at most, engine sampling, no stops.
+    pub fn chat(messages: Vec<Message>) -> Self {
+        Self {
+            prompt: Prompt::Chat(messages),
+            max_tokens: 256,
+            sampling: None,
+            stop: Vec::new(),
+        }
+    }
+
+    /// A request continuing plain text (no chat template).
+    pub fn raw(text: impl Into<String>) -> Self {
+        Self {
+            prompt: Prompt::Raw(text.into()),
+            ..Self::chat(Vec::new())
+        }
+    }
+
+    /// Set the most tokens to generate.
+    pub fn with_max_tokens(mut self, n: usize) -> Self {
+        self.max_tokens = n;
+        self
+    }
+
+    /// Set the sampling for this request.
+    pub fn with_sampling(mut self, s: SamplingConfig) -> Self {
+        self.sampling = Some(s);
+        self
+    }
+
+    /// Set the stop strings.
+    pub fn with_stop(mut self, stop: Vec<String>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Check the settings that do not need the model.
+    pub(super) fn validate(&self) -> Result<(), ApiError> {
+        let bad = |m: String| Err(ApiError::BadRequest(m));
+        if self.max_tokens == 0 {
+            return bad("max_tokens must be at least 1".into());
+        }
+        if self.stop.len() > MAX_STOPS {
+            return bad(format!(
+                "at most {MAX_STOPS} stop strings (got {})",
+                self.stop.len()
+            ));
+        }
+        match &self.prompt {
+            Prompt::Raw(t) if t.trim().is_empty() => return Err(ApiError::EmptyPrompt),
+            Prompt::Chat(m) if m.is_empty() => return bad("messages must not be empty".into()),
+            Prompt::Chat(m) if m.iter().all(|m| m.content.trim().is_empty()) => {
+                return Err(ApiError::EmptyPrompt);
+            }
+            _ => {}
+        }
+        if let Some(s) = &self.sampling {
+            validate_sampling(s)?;
+        }
+        Ok(())
+    }
+}
+
+/// Check a sampling configuration's ranges.
+pub(super) fn validate_sampling(s: &SamplingConfig) -> Result<(), ApiError> {
+    if !s.temp.is_finite() || s.temp < 0.0 {
+        return Err(ApiError::BadRequest(format!(
+            "temperature must be >= 0 (got {})",
+            s.temp
+        )));
+    }
+    if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+        return Err(ApiError::BadRequest(format!(
+            "top_p must be in (0, 1] (got {})",
+            s.top_p
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! The inference thread: the only thread that touches the llama.cpp context. It takes
+//! jobs in arrival order, streams their text, and frees the KV cells after each one.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+
+use super::stop::StopMatcher;
+use super::{ApiError, EngineInfo, EngineStatus, Event, Finish, FinishReason, Job};
+use crate::engine::{EngineConfig, StopReason};
+use crate::session::Session;
+use crate::target::head::OutputHead;
+use crate::text::Utf8Stream;
+
+pub(super) fn spawn(
+    session: Session,
+    lazy_head: Option<Arc<OutputHead>>,
+    info: EngineInfo,
+    status: Arc<EngineStatus>,
+    jobs: Receiver<Job>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("tandem-inference".into())
+        .spawn(move || run(session, lazy_head, &info, &status, jobs))
+}
+
+fn run(
+    mut session: Session,
+    lazy_head: Option<Arc<OutputHead>>,
+    info: &EngineInfo,
+    status: &EngineStatus,
+    jobs: Receiver<Job>,
+) {
+    while let Ok(job) = jobs.recv() {
+        status.queued.fetch_sub(1, Ordering::AcqRel);
+        // A client that left while waiting costs nothing.
+        if job.cancel.is_cancelled() || job.tx.is_closed() {
+            status.served.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        status.busy.store(true, Ordering::Relaxed);
+        let outcome = run_job(&mut session, lazy_head.clone(), info, &job);
+        // Free the KV cells now rather than at the next request's start.
+        session.ctx.clear();
+        status
+            .kv_tokens
+            .store(session.ctx.kv_len(), Ordering::Relaxed);
+        status.busy.store(false, Ordering::Relaxed);
+        status.served.fetch_add(1, Ordering::Relaxed);
+        let _ = job.tx.send(match outcome {
+            Ok(f) => Event::Done(f),
+            Err(e) => Event::Failed(e),
+        });
+    }
+}
+
+fn run_job(
+    session: &mut Session,
+    lazy_head: Option<Arc<OutputHead>>,
+    info: &EngineInfo,
+    job: &Job,
+) -> Result<Finish, ApiError> {
+    let gen_err = |e: crate::session::SessionError| ApiError::Generation(e.to_string());
+    let mut drafter = session
+        .drafter(&info.draft, &job.sampling)
+        .map_err(gen_err)?;
+    let cfg = EngineConfig {
+        draft_max: info.draft_max,
+        sampling: job.sampling.clone(),
+        lazy_head,
+        ..EngineConfig::default()
+    };
+    let model = session.model.clone();
+    let mut utf8 = Utf8Stream::default();
+    let mut stops = StopMatcher::new(&job.stop);
+    let client_gone = std::cell::Cell::new(false);
+    let send = |text: String| {
+        if !text.is_empty() && job.tx.send(Event::Text(text)).is_err() {
+            client_gone.set(true);
+        }
+    };
+    let g = session
+        .generate(
+            &job.tokens,
+            job.max_tokens,
+            drafter.as_mut(),
+            &cfg,
+            &mut |t| {
+                let text = stops.push(&utf8.push(&model.token_bytes(t)));
+                send(text);
+                !(client_gone.get() || stops.stopped() || job.cancel.is_cancelled())
+            },
+        )
+        .map_err(gen_err)?;
+    if !stops.stopped() {
+        let tail = stops.push(&utf8.finish());
+        send(tail);
+        send(stops.finish());
+    }
+    let stop_string = stops.stopped();
+    let reason = match g.stop {
+        _ if stop_string => FinishReason::Stop,
+        StopReason::Eog => FinishReason::Stop,
+        StopReason::MaxTokens | StopReason::ContextFull => FinishReason::Length,
+        StopReason::Cancelled => FinishReason::Cancelled,
+    };
+    Ok(Finish {
+        reason,
+        stop: g.stop,
+        stop_string,
+        prompt_tokens: job.tokens.len(),
+        completion_tokens: g.tokens.len(),
+        drafter: info.draft.name(),
+        stats: g.stats,
+    })
+}

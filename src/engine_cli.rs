@@ -1,0 +1,82 @@
+//! The engine options `generate` and `serve` share, mapped onto `tandem::api::EngineBuilder`
+//! (which checks them).
+
+use std::path::PathBuf;
+
+use tandem::api::{Engine, EngineBuilder};
+use tandem::draft::NgramConfig;
+use tandem::session::{DiffusionSpec, DraftSpec, HeadMode};
+
+#[derive(clap::Args, Clone)]
+pub struct EngineArgs {
+    /// Context size in tokens.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    pub ctx_size: u32,
+    /// CPU threads.
+    #[arg(short = 't', long)]
+    pub threads: Option<i32>,
+    /// Drafter: none (plain decoding), ngram (prompt lookup) or diffusion (a DFlash
+    /// block-diffusion drafter run by Tandem: the model's shipped one, or --drafter).
+    #[arg(long, default_value = "ngram")]
+    pub draft: DraftSpec,
+    /// Drafter file for --draft diffusion: a `dflash` GGUF made for this target.
+    #[arg(long, value_name = "PATH.gguf")]
+    pub drafter: Option<PathBuf>,
+    /// Diffusion drafter: end the draft at the first position whose confidence (top
+    /// probability) is below this (0 = always the whole block).
+    #[arg(long, default_value_t = 0.0)]
+    pub draft_p_min: f32,
+    /// Most tokens drafted per verification step.
+    #[arg(long, default_value_t = 8)]
+    pub draft_max: usize,
+    /// n-gram drafter: longest suffix to match.
+    #[arg(long, default_value_t = 4)]
+    pub ngram_max: usize,
+    /// n-gram drafter: shortest suffix to match.
+    #[arg(long, default_value_t = 2)]
+    pub ngram_min: usize,
+    /// Exact mode: keep weights in their file layout (no CPU repacking) so batched
+    /// verification rounds exactly like single-token decoding. Slower on some models.
+    #[arg(long)]
+    pub exact: bool,
+    /// Who computes logits during verification: auto (Tandem's lazy head for large
+    /// vocabularies), llama (llama.cpp, every position), lazy (Tandem's, only the positions
+    /// acceptance reaches).
+    #[arg(long, default_value = "auto")]
+    pub head: HeadMode,
+}
+
+impl EngineArgs {
+    /// A builder for `model` with these options.
+    pub fn builder(&self, model: &str) -> EngineBuilder {
+        let draft = match &self.draft {
+            DraftSpec::Ngram(_) => DraftSpec::Ngram(NgramConfig {
+                n_max: self.ngram_max,
+                n_min: self.ngram_min,
+            }),
+            DraftSpec::Diffusion(_) => DraftSpec::Diffusion(DiffusionSpec {
+                path: PathBuf::new(), // the shipped drafter unless --drafter
+                p_min: self.draft_p_min,
+            }),
+            d => d.clone(),
+        };
+        let mut b = Engine::builder(model)
+            .draft(draft)
+            .draft_max(self.draft_max)
+            .head(self.head)
+            .context_size(self.ctx_size)
+            .exact(self.exact);
+        if let Some(t) = self.threads {
+            b = b.threads(t);
+        }
+        if let Some(d) = &self.drafter {
+            b = b.drafter_file(d);
+        }
+        b
+    }
+
+    /// Threads to use (the given number or the machine's default).
+    pub fn threads_or_default(&self) -> i32 {
+        self.threads.unwrap_or_else(tandem::target::default_threads)
+    }
+}

@@ -1,0 +1,147 @@
+//! A generation as server-sent events in OpenAI's chunk format, ending with
+//! `data: [DONE]`. Dropping the body (the client went away) drops the [`TextStream`],
+//! which cancels the generation.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::response::sse::Event as SseEvent;
+use serde_json::{Value, json};
+use tokio_stream::Stream;
+
+use super::error::HttpError;
+use super::wire::{self, Endpoint};
+use crate::api::{Event, TextStream};
+
+/// What every chunk of one answer shares.
+pub struct ChunkHeader {
+    /// `chatcmpl-…` or `cmpl-…`.
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The served model id.
+    pub model: String,
+    /// Which endpoint (decides the chunk shape).
+    pub endpoint: Endpoint,
+    /// Send a usage chunk before `[DONE]`.
+    pub include_usage: bool,
+    /// The engine's draft length (for the statistics).
+    pub draft_max: usize,
+}
+
+impl ChunkHeader {
+    fn chunk(&self, text: Option<&str>, finish: Option<&str>, first: bool) -> Value {
+        let choice = match self.endpoint {
+            Endpoint::Chat => {
+                let mut delta = serde_json::Map::new();
+                if first {
+                    delta.insert("role".into(), json!("assistant"));
+                }
+                if let Some(t) = text {
+                    delta.insert("content".into(), json!(t));
+                }
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+            }
+            Endpoint::Completions => {
+                json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+            }
+        };
+        json!({
+            "id": self.id,
+            "object": match self.endpoint {
+                Endpoint::Chat => "chat.completion.chunk",
+                Endpoint::Completions => "text_completion",
+            },
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        })
+    }
+}
+
+/// The event stream of one answer.
+pub struct SseBody {
+    stream: TextStream,
+    header: ChunkHeader,
+    queue: VecDeque<SseEvent>,
+    started: bool,
+    ended: bool,
+}
+
+impl SseBody {
+    /// Stream `stream` as chunks described by `header`.
+    pub fn new(stream: TextStream, header: ChunkHeader) -> Self {
+        Self {
+            stream,
+            header,
+            queue: VecDeque::new(),
+            started: false,
+            ended: false,
+        }
+    }
+
+    fn push(&mut self, v: Value) {
+        self.queue
+            .push_back(SseEvent::default().data(v.to_string()));
+    }
+
+    fn on_event(&mut self, ev: Option<Event>) {
+        let first = !self.started;
+        self.started = true;
+        match ev {
+            Some(Event::Text(t)) => {
+                let c = self.header.chunk(Some(&t), None, first);
+                self.push(c);
+            }
+            Some(Event::Done(f)) => {
+                let mut last = self
+                    .header
+                    .chunk(None, Some(wire::finish_reason(&f)), first);
+                last["tandem"] = wire::tandem_stats(&f, self.header.draft_max);
+                self.push(last);
+                if self.header.include_usage {
+                    let mut u = self.header.chunk(None, None, false);
+                    u["choices"] = json!([]);
+                    u["usage"] = wire::usage(&f);
+                    self.push(u);
+                }
+                self.finish();
+            }
+            Some(Event::Failed(e)) => {
+                // Headers are gone already: the error travels as an event.
+                self.push(HttpError::from(e).body());
+                self.finish();
+            }
+            None => {
+                self.push(HttpError::from(crate::api::ApiError::EngineGone).body());
+                self.finish();
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.queue.push_back(SseEvent::default().data("[DONE]"));
+        self.ended = true;
+    }
+}
+
+impl Stream for SseBody {
+    type Item = Result<SseEvent, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Poll::Ready(Some(Ok(e)));
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match self.stream.poll_event(cx) {
+                Poll::Ready(ev) => self.on_event(ev),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The OpenAI wire format: request bodies (completions and chat completions share one
+//! permissive struct; unknown fields are ignored as OpenAI's own clients add new ones)
+//! and the JSON of responses and stream chunks.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::HttpError;
+use crate::api::{self, Finish, FinishReason, Message, Prompt, Request, Role};
+use crate::sampling::SamplingConfig;
+
+/// `stream_options`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send a last chunk with `usage` before `[DONE]`.
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+}
+
+/// The body of `POST /v1/completions` and `POST /v1/chat/completions`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Body {
+    /// Model id (must be the served one; absent = the served one).
+    pub model: Option<String>,
+    /// Completions: a string (or a list holding one string).
+    pub prompt: Option<Value>,
+    /// Chat: the conversation.
+    pub messages: Option<Vec<ChatMessage>>,
+    /// Most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Chat's newer name for `max_tokens`.
+    pub max_completion_tokens: Option<u32>,
+    /// Sampling temperature (OpenAI's default is 1; 0 = greedy).
+    pub temperature: Option<f32>,
+    /// Nucleus cut-off.
+    pub top_p: Option<f32>,
+    /// Top-k cut-off (an extension llama.cpp's server also accepts; 0 = off).
+    pub top_k: Option<u32>,
+    /// Sampling seed.
+    pub seed: Option<i64>,
+    /// A stop string or a list of them.
+    pub stop: Option<Value>,
+    /// Stream the answer as server-sent events.
+    pub stream: Option<bool>,
+    /// Streaming options.
+    pub stream_options: Option<StreamOptions>,
+    /// Number of choices (only 1).
+    pub n: Option<u32>,
+    /// Not supported unless 0.
+    pub presence_penalty: Option<f32>,
+    /// Not supported unless 0.
+    pub frequency_penalty: Option<f32>,
+    /// Not supported (any truthy value is refused).
+    pub logprobs: Option<Value>,
+    /// Completions: echo the prompt (not supported).
+    pub echo: Option<bool>,
+    /// Chat: tools (not supported when non-empty).
+    pub tools: Option<Vec<Value>>,
+}
+
+/// One chat message as sent.
+#[derive(Debug, Deserialize)]
+pub struct ChatMessage {
+    /// system, developer, user, assistant.
+    pub role: String,
+    /// A string, or a list of `{"type": "text", "text": ...}` parts.
+    #[serde(default)]
+    pub content: Value,
+}
+
+/// Which endpoint a body was sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/completions`.
+    Completions,
+    /// `/v1/chat/completions`.
+    Chat,
+}
+
+/// Server-side limits applied to every request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest `max_tokens` accepted (and the chat default).
+    pub max_tokens: usize,
+    /// `max_tokens` when a completions request gives none (OpenAI's default is 16).
+    pub completion_default: usize,
+}
+
+impl Body {
+    /// Check the body and turn it into an engine request.
+    pub fn to_request(&self, endpoint: Endpoint, limits: &Limits) -> Result<Request, HttpError> {
+        let bad = |m: String| Err(HttpError::bad_request(m));
+        if self.n.unwrap_or(1) != 1 {
+            return bad("only n = 1 is supported".into());
+        }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if v.unwrap_or(0.0) != 0.0 {
+                return bad(format!(
+                    "{name} is not supported (it would change the model's distribution)"
+                ));
+            }
+        }
+        if matches!(&self.logprobs, Some(v) if !(v.is_null() || v == &json!(false) || v == &json!(0)))
+        {
+            return bad("logprobs are not supported".into());
+        }
+        if self.echo == Some(true) {
+            return bad("echo is not supported".into());
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return bad("tools are not supported".into());
+        }
+        let prompt = match endpoint {
+            Endpoint::Completions => {
+                if self.messages.is_some() {
+                    return bad(
+                        "'messages' belongs to /v1/chat/completions; completions take 'prompt'"
+                            .into(),
+                    );
+                }
+                Prompt::Raw(completion_prompt(self.prompt.as_ref())?)
+            }
+            Endpoint::Chat => {
+                if self.prompt.is_some() {
+                    return bad(
+                        "'prompt' belongs to /v1/completions; chat completions take 'messages'"
+                            .into(),
+                    );
+                }
+                let Some(msgs) = &self.messages else {
+                    return bad("'messages' is required".into());
+                };
+                Prompt::Chat(msgs.iter().map(chat_message).collect::<Result<_, _>>()?)
+            }
+        };
+        let asked = self.max_completion_tokens.or(self.max_tokens);
+        let max_tokens = match (asked, endpoint) {
+            (Some(n), _) => n as usize,
+            (None, Endpoint::Completions) => limits.completion_default.min(limits.max_tokens),
+            (None, Endpoint::Chat) => limits.max_tokens,
+        };
+        if max_tokens == 0 || max_tokens > limits.max_tokens {
+            return bad(format!(
+                "max_tokens must be between 1 and {} on this server (got {max_tokens})",
+                limits.max_tokens
+            ));
+        }
+        let sampling = SamplingConfig {
+            temp: self.temperature.unwrap_or(1.0),
+            top_k: self.top_k.unwrap_or(0) as usize,
+            top_p: self.top_p.unwrap_or(1.0),
+            // No seed: a fresh one per request, as OpenAI samples.
+            seed: self.seed.map(|s| s as u64).unwrap_or_else(fresh_seed),
+        };
+        Ok(Request {
+            prompt,
+            max_tokens,
+            sampling: Some(sampling),
+            stop: stop_strings(self.stop.as_ref())?,
+        })
+    }
+
+    /// Whether to stream.
+    pub fn streaming(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether a streamed answer ends with a usage chunk.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+}
+
+fn fresh_seed() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn completion_prompt(v: Option<&Value>) -> Result<String, HttpError> {
+    match v {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            Ok(a[0].as_str().expect("checked").to_string())
+        }
+        Some(Value::Array(_)) => Err(HttpError::bad_request(
+            "'prompt' must be one string (lists of prompts and token arrays are not supported)",
+        )),
+        None | Some(Value::Null) => Err(HttpError::bad_request("'prompt' is required")),
+        Some(_) => Err(HttpError::bad_request("'prompt' must be a string")),
+    }
+}
+
+fn chat_message(m: &ChatMessage) -> Result<Message, HttpError> {
+    let role: Role = m.role.parse().map_err(HttpError::bad_request)?;
+    let content = match &m.content {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            for p in parts {
+                match (p.get("type").and_then(Value::as_str), p.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => text.push_str(t),
+                    _ => {
+                        return Err(HttpError::bad_request(
+                            "message content parts must be {\"type\": \"text\", \"text\": ...} (images and audio are not supported)",
+                        ));
+                    }
+                }
+            }
+            text
+        }
+        _ => {
+            return Err(HttpError::bad_request(
+                "message content must be a string or a list of text parts",
+            ));
+        }
+    };
+    Ok(Message { role, content })
+}
+
+fn stop_strings(v: Option<&Value>) -> Result<Vec<String>, HttpError> {
+    let list = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| s.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                HttpError::bad_request("'stop' must be a string or a list of strings")
+            })?,
+        Some(_) => {
+            return Err(HttpError::bad_request(
+                "'stop' must be a string or a list of strings",
+            ));
+        }
+    };
+    if list.len() > api::MAX_STOPS {
+        return Err(HttpError::bad_request(format!(
+            "at most {} stop strings",
+            api::MAX_STOPS
+        )));
+    }
+    Ok(list)
+}
+
+/// OpenAI's `finish_reason` (a cancelled generation has no client left to read it).
+pub fn finish_reason(f: &Finish) -> &'static str {
+    match f.reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length | FinishReason::Cancelled => "length",
+    }
+}
+
+/// The `usage` object.
+pub fn usage(f: &Finish) -> Value {
+    json!({
+        "prompt_tokens": f.prompt_tokens,
+        "completion_tokens": f.completion_tokens,
+        "total_tokens": f.prompt_tokens + f.completion_tokens,
+    })
+}
+
+/// The `tandem` extension field: the speculative statistics of this generation.
+pub fn tandem_stats(f: &Finish, draft_max: usize) -> Value {
+    let s = &f.stats;
+    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+    json!({
+        "drafter": f.drafter,
+        "draft_max": draft_max,
+        "rounds": s.rounds,
+        "drafted": s.drafted,
+        "accepted": s.accepted,
+        "acceptance_rate": s.acceptance_rate(),
+        "tokens_per_step": s.tokens_per_round(),
+        "drafted_at": s.drafted_at,
+        "accepted_at": s.accepted_at,
+        "stop_string": f.stop_string,
+        "prefill_ms": ms(s.prefill),
+        "draft_ms": ms(s.draft),
+        "verify_ms": ms(s.verify),
+        "total_ms": ms(s.total),
+        "tokens_per_s": s.tokens_per_s(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_tokens: 100,
+            completion_default: 16,
+        }
+    }
+
+    fn parse(v: Value, e: Endpoint) -> Result<Request, HttpError> {
+        serde_json::from_value::<Body>(v)
+            .unwrap()
+            .to_request(e, &limits())
+    }
+
+    #[test]
+    fn completion_defaults_follow_openai() {
+        let r = parse(json!({"model": "m", "prompt": "Hi"}), Endpoint::Completions).unwrap();
+        assert_eq!(r.prompt, Prompt::Raw("Hi".into()));
+        assert_eq!(r.max_tokens, 16);
+        let s = r.sampling.unwrap();
+        assert_eq!((s.temp, s.top_p, s.top_k), (1.0, 1.0, 0));
+        let r = parse(
+            json!({"prompt": ["Hi"], "stop": "\n", "seed": 7, "temperature": 0}),
+            Endpoint::Completions,
+        )
+        .unwrap();
+        assert_eq!(r.stop, vec!["\n".to_string()]);
+        assert_eq!(r.sampling.unwrap().seed, 7);
+    }
+
+    #[test]
+    fn chat_messages_become_a_conversation() {
+        let r = parse(
+            json!({"messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]}
+            ], "max_completion_tokens": 5}),
+            Endpoint::Chat,
+        )
+        .unwrap();
+        assert_eq!(
+            r.prompt,
+            Prompt::Chat(vec![
+                Message::system("Be brief."),
+                Message::user("Hi there")
+            ])
+        );
+        assert_eq!(r.max_tokens, 5);
+    }
+
+    #[test]
+    fn bad_settings_are_400s() {
+        for (body, e) in [
+            (json!({"prompt": "x", "n": 2}), Endpoint::Completions),
+            (
+                json!({"prompt": "x", "max_tokens": 101}),
+                Endpoint::Completions,
+            ),
+            (
+                json!({"prompt": "x", "max_tokens": 0}),
+                Endpoint::Completions,
+            ),
+            (json!({"prompt": [1, 2]}), Endpoint::Completions),
+            (json!({"prompt": 5}), Endpoint::Completions),
+            (json!({}), Endpoint::Completions),
+            (json!({"prompt": "x", "stop": 3}), Endpoint::Completions),
+            (
+                json!({"prompt": "x", "presence_penalty": 0.5}),
+                Endpoint::Completions,
+            ),
+            (json!({"prompt": "x", "logprobs": 2}), Endpoint::Completions),
+            (
+                json!({"messages": [{"role": "wizard", "content": "x"}]}),
+                Endpoint::Chat,
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+                Endpoint::Chat,
+            ),
+            (json!({"prompt": "x"}), Endpoint::Chat),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "tools": [{}]}),
+                Endpoint::Chat,
+            ),
+        ] {
+            let err = parse(body.clone(), e).expect_err(&body.to_string());
+            assert_eq!(err.status, 400, "{body}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_fail_to_parse() {
+        assert!(serde_json::from_value::<Body>(json!({"max_tokens": "ten"})).is_err());
+        assert!(serde_json::from_value::<Body>(json!({"temperature": [1]})).is_err());
+        assert!(serde_json::from_value::<Body>(json!({"messages": "hi"})).is_err());
+    }
+}
