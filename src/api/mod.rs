@@ -99,6 +99,7 @@ pub struct EngineStatus {
     busy: AtomicBool,
     kv_tokens: AtomicUsize,
     served: AtomicUsize,
+    cancelled: AtomicUsize,
 }
 
 impl EngineStatus {
@@ -120,6 +121,12 @@ impl EngineStatus {
     /// Generations finished (including failed and cancelled ones).
     pub fn served(&self) -> usize {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// Generations cut short because their caller cancelled or went away (including
+    /// queued ones that never started).
+    pub fn cancelled(&self) -> usize {
+        self.cancelled.load(Ordering::Relaxed)
     }
 }
 

@@ -37,6 +37,7 @@ fn run(
         // A client that left while waiting costs nothing.
         if job.cancel.is_cancelled() || job.tx.is_closed() {
             status.served.fetch_add(1, Ordering::Relaxed);
+            status.cancelled.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         status.busy.store(true, Ordering::Relaxed);
@@ -48,6 +49,9 @@ fn run(
             .store(session.ctx.kv_len(), Ordering::Relaxed);
         status.busy.store(false, Ordering::Relaxed);
         status.served.fetch_add(1, Ordering::Relaxed);
+        if matches!(&outcome, Ok(f) if f.reason == FinishReason::Cancelled) {
+            status.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
         let _ = job.tx.send(match outcome {
             Ok(f) => Event::Done(f),
             Err(e) => Event::Failed(e),

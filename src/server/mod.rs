@@ -128,6 +128,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         "busy": s.busy(),
         "queued": s.queued(),
         "served": s.served(),
+        "cancelled": s.cancelled(),
         "kv_tokens": s.kv_tokens(),
     }))
     .into_response()

@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests on the real models.
 #![allow(dead_code)]
 
+pub mod server;
 pub mod stats;
 
 use std::sync::{Arc, Mutex, OnceLock};

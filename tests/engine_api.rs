@@ -1,0 +1,165 @@
+//! The embedding API (`tandem::Engine`) on the real SmolLM2 model: streams equal the
+//! speculative engine's own tokens, cancellation (explicit and by dropping the stream)
+//! frees the KV cells, stop strings, a bounded queue, and clear set-up errors.
+
+mod common;
+
+use tandem::api::{ApiError, Engine, FinishReason, Message, Request};
+use tandem::session::DraftSpec;
+
+const MODEL: &str = "smollm2-135m";
+const COUNTING: &str = "Count: 1, 2, 3, 4, 5, 6, 7, 8,";
+
+fn engine(draft: DraftSpec) -> Engine {
+    Engine::builder(MODEL)
+        .threads(2)
+        .draft(draft)
+        .max_queue(2)
+        .build()
+        .expect("engine")
+}
+
+#[test]
+fn streamed_text_is_the_drafted_and_the_plain_answer() {
+    let _x = common::exclusive();
+    let plain = engine(DraftSpec::None);
+    let drafted = engine("ngram".parse().unwrap());
+    for p in &common::PROMPTS[..6] {
+        let req = Request::chat(vec![Message::user(*p)]).with_max_tokens(40);
+        let a = plain.generate(&req).unwrap();
+        let mut b = drafted.generate(&req).unwrap();
+        let a_text: String = a.map(Result::unwrap).collect();
+        let b_text: String = (&mut b).map(Result::unwrap).collect();
+        assert_eq!(a_text, b_text, "{p}");
+        let f = b.finish().unwrap();
+        assert!(f.completion_tokens > 0 && f.prompt_tokens > 0);
+        assert_eq!(f.drafter, "ngram");
+        // The text is exactly the detokenized tokens of a chat prompt.
+        let toks = drafted.prompt_tokens(&req.prompt).unwrap();
+        assert_eq!(toks, common::prompt_tokens(drafted.model(), p));
+    }
+}
+
+#[test]
+fn cancelling_or_dropping_a_stream_stops_it_and_frees_the_cells() {
+    let _x = common::exclusive();
+    let e = engine("ngram".parse().unwrap());
+    let req = Request::raw(COUNTING).with_max_tokens(3000);
+    let mut s = e.generate(&req).unwrap();
+    for _ in 0..3 {
+        s.next().unwrap().unwrap();
+    }
+    s.cancel();
+    let f = s.finish().unwrap();
+    assert_eq!(f.reason, FinishReason::Cancelled);
+    assert!(f.completion_tokens < 3000);
+    assert_eq!(e.status().kv_tokens(), 0);
+
+    let mut s = e.generate(&req).unwrap();
+    s.next().unwrap().unwrap();
+    drop(s);
+    // The next request waits behind the dropped one, which ends at its next token.
+    let f = e
+        .generate(&Request::raw("The capital of France is").with_max_tokens(4))
+        .unwrap()
+        .finish()
+        .unwrap();
+    assert_eq!(f.completion_tokens, 4);
+    assert_eq!(e.status().cancelled(), 2);
+    assert_eq!(e.status().kv_tokens(), 0);
+}
+
+#[test]
+fn stop_strings_cut_the_text_before_them() {
+    let _x = common::exclusive();
+    let e = engine("ngram".parse().unwrap());
+    let full: String = e
+        .generate(&Request::raw(COUNTING).with_max_tokens(30))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(full.contains(" 12,"), "{full:?}");
+    let mut s = e
+        .generate(
+            &Request::raw(COUNTING)
+                .with_max_tokens(30)
+                .with_stop(vec![" 12,".into()]),
+        )
+        .unwrap();
+    let text: String = (&mut s).map(Result::unwrap).collect();
+    let f = s.finish().unwrap();
+    assert_eq!(text, full[..full.find(" 12,").unwrap()]);
+    assert_eq!(f.reason, FinishReason::Stop);
+    assert!(f.stop_string);
+}
+
+#[test]
+fn a_full_queue_refuses_and_bad_requests_fail_at_once() {
+    let _x = common::exclusive();
+    let e = engine("ngram".parse().unwrap());
+    let long = Request::raw(COUNTING).with_max_tokens(2000);
+    // One running (or about to), two waiting: the queue holds 2.
+    let held: Vec<_> = (0..3).map(|_| e.generate(&long)).collect();
+    let refused = held
+        .iter()
+        .filter(|r| matches!(r, Err(ApiError::Busy { .. })))
+        .count();
+    let accepted = held.iter().filter(|r| r.is_ok()).count();
+    assert!(
+        refused <= 1 && accepted >= 2,
+        "{held:?}",
+        held = held.iter().map(|r| r.is_ok()).collect::<Vec<_>>()
+    );
+    if refused == 0 {
+        // The worker took the first before the third arrived; a fourth must be refused.
+        assert!(matches!(e.generate(&long), Err(ApiError::Busy { .. })));
+    }
+    drop(held);
+
+    let err = |r: Request| e.generate(&r).err().expect("should fail");
+    assert!(matches!(err(Request::raw("  ")), ApiError::EmptyPrompt));
+    assert!(matches!(
+        err(Request::chat(vec![])),
+        ApiError::BadRequest(_)
+    ));
+    assert!(matches!(
+        err(Request::raw("x").with_max_tokens(0)),
+        ApiError::BadRequest(_)
+    ));
+    assert!(matches!(
+        err(Request::raw("word ".repeat(5000))),
+        ApiError::PromptTooLong { n_ctx: 4096, .. }
+    ));
+    let mut hot = tandem::sampling::SamplingConfig::greedy();
+    hot.temp = -1.0;
+    assert!(matches!(
+        err(Request::raw("x").with_sampling(hot)),
+        ApiError::BadRequest(_)
+    ));
+}
+
+#[test]
+fn bad_engine_settings_are_clear_setup_errors() {
+    let _x = common::exclusive();
+    let setup = |b: tandem::api::EngineBuilder| match b.build() {
+        Err(ApiError::Setup(m)) => m,
+        Err(e) => panic!("not a setup error: {e}"),
+        Ok(_) => panic!("should fail"),
+    };
+    assert!(setup(Engine::builder(MODEL).draft_max(0)).contains("--draft-max"));
+    assert!(setup(Engine::builder(MODEL).context_size(8)).contains("--ctx-size"));
+    assert!(setup(Engine::builder(MODEL).max_queue(0)).contains("queue"));
+    assert!(setup(Engine::builder("/nonexistent/model.gguf")).contains("model.gguf"));
+    assert!(
+        setup(Engine::builder("gemma3-270m").draft("diffusion".parse().unwrap()))
+            .contains("no shipped drafter")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    let m = setup(Engine::builder(bad.to_str().unwrap()));
+    assert!(
+        m.contains("bad.gguf") || m.to_lowercase().contains("gguf"),
+        "{m}"
+    );
+}

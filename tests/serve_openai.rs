@@ -1,0 +1,338 @@
+//! `tandem serve` end to end on loopback: the official openai Python client, greedy output
+//! equal to `tandem generate`, a bounded load test, bad input, disconnects, overload.
+//! The tests run one at a time (each starts its own server; the machine has 2 cores).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::server::{API_KEY, Server, read_reply, run_python};
+use common::{exclusive, tandem_ok};
+use serde_json::{Value, json};
+
+const MODEL: &str = "smollm2-135m";
+const N: usize = 24;
+
+/// Prompts for the client checks: chat, code, a list.
+const PROMPTS: [&str; 3] = [
+    "Write a haiku about rivers.",
+    "Write a Python function that adds two numbers.",
+    "List five fruits, one per line.",
+];
+
+fn generate(prompt: &str, raw: bool) -> String {
+    let n = N.to_string();
+    let mut args = vec!["generate", "-m", MODEL, "-p", prompt, "-n", &n, "-t", "2"];
+    if raw {
+        args.push("--raw");
+    }
+    let out = tandem_ok(&args);
+    let text = String::from_utf8(out.stdout).unwrap();
+    // `generate` ends its output with a newline of its own.
+    text.strip_suffix('\n').unwrap_or(&text).to_string()
+}
+
+#[test]
+fn openai_client_gets_what_generate_prints() {
+    let _x = exclusive();
+    let server = Server::start(MODEL, &[]);
+    let prompts = serde_json::to_string(&PROMPTS).unwrap();
+    let n = N.to_string();
+    let out = run_python(
+        "client_checks.py",
+        &[&server.base_url(), API_KEY, MODEL, &prompts, &n],
+    );
+    assert_eq!(out["models"], json!([MODEL]));
+    assert_eq!(out["model"], MODEL);
+    for (i, p) in PROMPTS.iter().enumerate() {
+        let chat = &out["chat"][i];
+        let want = generate(p, false);
+        assert_eq!(chat["text"], want.as_str(), "chat answer to {p:?}");
+        assert_eq!(chat["role"], "assistant");
+        let stream = &out["chat_stream"][i];
+        assert_eq!(stream["text"], want.as_str(), "streamed answer to {p:?}");
+        assert!(stream["chunks"].as_u64().unwrap() > 1, "streamed in pieces");
+        assert_eq!(stream["usage"], chat["usage"]);
+        assert_eq!(stream["finish_reason"], chat["finish_reason"]);
+        assert_eq!(stream["tandem"]["drafter"], "ngram");
+        let tokens = chat["usage"]["completion_tokens"].as_u64().unwrap() as usize;
+        assert!(tokens <= N);
+        let reason = if tokens == N { "length" } else { "stop" };
+        assert_eq!(chat["finish_reason"], reason);
+
+        let completion = &out["completions"][i];
+        assert_eq!(
+            completion["text"],
+            generate(p, true).as_str(),
+            "completion of {p:?}"
+        );
+        let stats = &completion["tandem"];
+        assert!(stats["rounds"].as_u64().is_some() && stats["drafted_at"].is_array());
+    }
+    // The stop string cut the first chat answer before it.
+    let first = out["chat"][0]["text"].as_str().unwrap();
+    assert!(first.len() >= 12, "{first:?}");
+    let stopped = &out["stopped"];
+    assert_eq!(stopped["finish_reason"], "stop");
+    assert!(first.starts_with(stopped["text"].as_str().unwrap()));
+    assert!(stopped["text"].as_str().unwrap().len() < first.len());
+    assert_eq!(out["seeded_equal"], true);
+
+    let e = &out["errors"];
+    for (case, status, kind) in [
+        ("unknown_model", 404, "NotFoundError"),
+        ("wrong_key", 401, "AuthenticationError"),
+        ("bad_temperature", 400, "BadRequestError"),
+        ("too_many_tokens", 400, "BadRequestError"),
+        ("bad_role", 400, "BadRequestError"),
+        ("prompt_too_long", 400, "BadRequestError"),
+    ] {
+        assert_eq!(e[case]["status"], status, "{case}: {}", e[case]);
+        assert_eq!(e[case]["type"], kind, "{case}");
+    }
+    // The server is still healthy and idle with its KV cells freed.
+    let h = server.wait_idle();
+    assert_eq!(h["kv_tokens"], 0);
+}
+
+#[test]
+fn eight_concurrent_streaming_clients_get_their_lone_answers() {
+    let _x = exclusive();
+    let server = Server::start(MODEL, &["--draft", "ngram"]);
+    let out = run_python(
+        "load.py",
+        &[
+            &server.base_url(),
+            API_KEY,
+            MODEL,
+            "--clients",
+            "8",
+            "--requests",
+            "3",
+            "--max-tokens",
+            "32",
+        ],
+    );
+    eprintln!("load: {out}");
+    assert_eq!(out["requests"], 24);
+    assert_eq!(out["all_equal"], true, "{}", out["mismatches"]);
+    assert_eq!(server.wait_idle()["kv_tokens"], 0);
+}
+
+fn post(server: &Server, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
+    let r = server.request("POST", path, key, Some(body));
+    let v = serde_json::from_str(&r.body)
+        .unwrap_or_else(|e| panic!("{path} {body:.80}: not JSON ({e}): {:?}", r.body));
+    (r.status, v)
+}
+
+#[test]
+fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
+    let _x = exclusive();
+    let server = Server::start(MODEL, &["--max-body", "65536"]);
+    let chat = "/v1/chat/completions";
+    let good = r#"{"model":"smollm2-135m","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4,"temperature":0}"#;
+    let cases: Vec<(&str, Option<&str>, String, u16)> = vec![
+        (chat, Some(API_KEY), "{not json".into(), 400),
+        (chat, Some(API_KEY), "".into(), 400),
+        (chat, Some(API_KEY), "[1, 2]".into(), 400),
+        (
+            chat,
+            Some(API_KEY),
+            r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":"ten"}"#.into(),
+            400,
+        ),
+        (chat, Some(API_KEY), r#"{"messages":"hello"}"#.into(), 400),
+        (
+            chat,
+            Some(API_KEY),
+            r#"{"messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#.into(),
+            400,
+        ),
+        (
+            chat,
+            Some(API_KEY),
+            r#"{"messages":[{"role":"user","content":"x"}],"stream":"yes"}"#.into(),
+            400,
+        ),
+        (chat, Some(API_KEY), r#"{"messages":[]}"#.into(), 400),
+        (
+            chat,
+            Some(API_KEY),
+            r#"{"messages":[{"role":"user","content":"  "}]}"#.into(),
+            400,
+        ),
+        (
+            "/v1/completions",
+            Some(API_KEY),
+            r#"{"prompt":[1,2,3]}"#.into(),
+            400,
+        ),
+        (
+            "/v1/completions",
+            Some(API_KEY),
+            r#"{"prompt":"x","top_p":0}"#.into(),
+            400,
+        ),
+        (
+            chat,
+            Some(API_KEY),
+            good.replace("smollm2-135m", "gpt-4"),
+            404,
+        ),
+        (chat, None, good.into(), 401),
+        (chat, Some("sk-wrong"), good.into(), 401),
+        ("/v1/nothing", Some(API_KEY), good.into(), 404),
+    ];
+    for (path, key, body, status) in &cases {
+        let (got, v) = post(&server, path, *key, body);
+        assert_eq!(got, *status, "{path} {body}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
+        assert!(v["error"]["type"].is_string(), "{v}");
+    }
+    // Oversized bodies: declared by Content-Length (refused before reading), and sent
+    // chunked with no length (refused at the limit).
+    let big = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(100_000)
+    );
+    let (got, v) = post(&server, chat, Some(API_KEY), &big);
+    assert_eq!(got, 413, "{v}");
+    let mut s = server.connect();
+    let head = format!(
+        "POST {chat} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let piece = "y".repeat(16_384);
+    for _ in 0..8 {
+        if s.write_all(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes())
+            .is_err()
+        {
+            break; // the server may answer and close before the end
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    assert_eq!(read_reply(&mut s).status, 413);
+    // Wrong method, and no key on a GET.
+    assert_eq!(
+        server
+            .request("DELETE", "/v1/models", Some(API_KEY), None)
+            .status,
+        405
+    );
+    assert_eq!(server.request("GET", "/v1/models", None, None).status, 401);
+    assert_eq!(server.request("GET", "/health", None, None).status, 401);
+    // Still serving, with the right answer.
+    let (got, v) = post(&server, chat, Some(API_KEY), good);
+    assert_eq!(got, 200, "{v}");
+    let want = {
+        let out = tandem_ok(&[
+            "generate", "-m", MODEL, "-p", "Say hi.", "-n", "4", "-t", "2",
+        ]);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end_matches('\n')
+            .to_string()
+    };
+    assert_eq!(v["choices"][0]["message"]["content"], want.as_str());
+}
+
+/// Start a long streaming completion, read its first events, and hang up.
+fn hang_up_mid_stream(server: &Server) {
+    let body = r#"{"prompt":"Count: 1, 2, 3, 4, 5, 6, 7, 8,","max_tokens":2000,"temperature":0,"stream":true}"#;
+    let mut s = server.connect();
+    let req = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Two data events: the generation is under way.
+    while seen.windows(6).filter(|w| w == b"data: ").count() < 2 {
+        let n = s.read(&mut buf).expect("read the stream");
+        assert!(
+            n > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    drop(s);
+}
+
+#[test]
+fn a_client_that_hangs_up_cancels_its_generation_and_frees_its_cells() {
+    let _x = exclusive();
+    let server = Server::start(MODEL, &["--max-tokens", "4096"]);
+    hang_up_mid_stream(&server);
+    let h = server.wait_idle();
+    assert_eq!(h["cancelled"], 1, "{h}");
+    assert_eq!(h["kv_tokens"], 0, "{h}");
+    let rss0 = server.rss_kib();
+    for _ in 0..20 {
+        hang_up_mid_stream(&server);
+    }
+    let h = server.wait_idle();
+    let rss1 = server.rss_kib();
+    assert_eq!(h["cancelled"], 21, "{h}");
+    assert_eq!(h["kv_tokens"], 0, "{h}");
+    // 20 abandoned 2000-token generations would hold far more than this if anything
+    // leaked per request (each answer's text, its channel, its KV cells).
+    assert!(
+        rss1 < rss0 + 16 * 1024,
+        "server memory grew from {rss0} KiB to {rss1} KiB"
+    );
+    // And it still answers.
+    let (got, v) = post(
+        &server,
+        "/v1/completions",
+        Some(API_KEY),
+        r#"{"prompt":"The capital of France is","max_tokens":8,"temperature":0}"#,
+    );
+    assert_eq!(got, 200, "{v}");
+    assert_eq!(
+        v["usage"]["completion_tokens"].as_u64().map(|n| n > 0),
+        Some(true)
+    );
+}
+
+#[test]
+fn a_full_queue_gets_503_and_the_others_complete() {
+    let _x = exclusive();
+    let server = Server::start(MODEL, &["--queue", "1"]);
+    let body = r#"{"prompt":"Count: 1, 2, 3, 4, 5, 6, 7, 8,","max_tokens":400,"temperature":0}"#;
+    // Three requests at once: one running, one waiting, so at least one is refused.
+    let statuses: Vec<u16> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..3)
+            .map(|i| {
+                let server = &server;
+                sc.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(100 * i));
+                    server
+                        .request("POST", "/v1/completions", Some(API_KEY), Some(body))
+                        .status
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert_eq!(server.wait_idle()["kv_tokens"], 0);
+}
