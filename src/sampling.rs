@@ -7,11 +7,13 @@ use crate::target::Token;
 /// How tokens are chosen. `temp <= 0` means greedy.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SamplingConfig {
+    /// Softmax temperature; `<= 0` means greedy.
     pub temp: f32,
     /// Keep the k most likely tokens (0 = no limit).
     pub top_k: usize,
     /// Keep the smallest set of most likely tokens whose mass reaches top_p (1.0 = no limit).
     pub top_p: f32,
+    /// Seed for the sampling RNG.
     pub seed: u64,
 }
 
@@ -27,6 +29,7 @@ impl Default for SamplingConfig {
 }
 
 impl SamplingConfig {
+    /// Greedy decoding (temperature 0), other fields at their defaults.
     pub fn greedy() -> Self {
         Self {
             temp: 0.0,
@@ -34,6 +37,7 @@ impl SamplingConfig {
         }
     }
 
+    /// Whether tokens are chosen greedily (`temp <= 0`).
     pub fn is_greedy(&self) -> bool {
         self.temp <= 0.0
     }
@@ -97,20 +101,24 @@ impl SamplingConfig {
 /// probability for distributions made by [`SamplingConfig::distribution`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dist {
+    /// The (token, probability) pairs.
     pub items: Vec<(Token, f32)>,
 }
 
 impl Dist {
+    /// All mass on token `t`.
     pub fn point(t: Token) -> Self {
         Self {
             items: vec![(t, 1.0)],
         }
     }
 
+    /// The probability of token `t` (0 if absent).
     pub fn prob(&self, t: Token) -> f32 {
         self.items.iter().find(|x| x.0 == t).map_or(0.0, |x| x.1)
     }
 
+    /// Rescale the probabilities to sum to 1 (no-op if they sum to 0).
     pub fn normalize(&mut self) {
         let s: f64 = self.items.iter().map(|x| x.1 as f64).sum();
         if s > 0.0 {
@@ -179,6 +187,7 @@ pub struct Rng {
 }
 
 impl Rng {
+    /// An RNG seeded from `seed` (expanded with splitmix64).
     pub fn new(seed: u64) -> Self {
         let mut z = seed;
         let mut next = || {
@@ -193,6 +202,7 @@ impl Rng {
         }
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let r = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;

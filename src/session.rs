@@ -13,20 +13,28 @@ use crate::sampling::SamplingConfig;
 use crate::target::head::{HeadError, OutputHead};
 use crate::target::{Context, ContextParams, Model, ModelParams, TargetError, Token};
 
+/// Why a session could not be opened or could not generate.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// Resolving or fetching the model failed.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// llama.cpp failed (loading, context, tokenizing).
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// Generation failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// Tandem's output head could not be loaded.
     #[error(transparent)]
     Head(#[from] HeadError),
+    /// The diffusion drafter could not be loaded.
     #[error(transparent)]
     Diffusion(#[from] DiffusionError),
+    /// The diffusion drafter was chosen without a drafter file.
     #[error("the diffusion drafter needs a drafter file (--drafter PATH.gguf)")]
     NoDrafterFile,
+    /// The prompt is empty or only whitespace.
     #[error("the prompt is empty")]
     EmptyPrompt,
 }
@@ -67,8 +75,11 @@ impl std::str::FromStr for HeadMode {
 /// Which drafter to use. Plain data, parsed from `--draft`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DraftSpec {
+    /// No drafter: plain target decoding.
     None,
+    /// The n-gram (prompt lookup) drafter.
     Ngram(NgramConfig),
+    /// The DFlash diffusion drafter.
     Diffusion(DiffusionSpec),
 }
 
@@ -82,6 +93,7 @@ pub struct DiffusionSpec {
 }
 
 impl DraftSpec {
+    /// The drafter's name as given to `--draft`.
     pub fn name(&self) -> &'static str {
         match self {
             DraftSpec::None => "none",
@@ -110,13 +122,19 @@ impl std::str::FromStr for DraftSpec {
 pub struct SessionConfig {
     /// A GGUF path or a manifest name (fetched on first use).
     pub model: String,
+    /// llama.cpp context parameters.
     pub context: ContextParams,
+    /// llama.cpp model-loading parameters.
     pub model_params: ModelParams,
 }
 
+/// A loaded target model and its context, with lazily loaded output head and drafter.
 pub struct Session {
+    /// The loaded target model.
     pub model: Arc<Model>,
+    /// The target's llama.cpp context.
     pub ctx: Context,
+    /// The resolved GGUF path of the model.
     pub path: PathBuf,
     threads: usize,
     head: Option<Arc<OutputHead>>,
@@ -124,6 +142,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// Resolve (fetching if needed) and load the model, and create its context.
     pub fn open(cfg: &SessionConfig) -> Result<Self, SessionError> {
         let path = models::resolve(&cfg.model)?;
         let model = Arc::new(Model::load(&path, &cfg.model_params)?);
@@ -213,6 +232,7 @@ impl Session {
         }
     }
 
+    /// Generate up to `max_new` tokens after `prompt`; see [`engine::generate`].
     pub fn generate(
         &mut self,
         prompt: &[Token],

@@ -1,6 +1,7 @@
 //! Streaming detokenization: tokens are byte pieces that may split a UTF-8 character,
 //! so text is released only up to the last complete character.
 
+/// Incremental UTF-8 decoder that holds back a character split across pieces.
 #[derive(Debug, Default)]
 pub struct Utf8Stream {
     pending: Vec<u8>,

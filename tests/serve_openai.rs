@@ -294,6 +294,20 @@ fn a_client_that_hangs_up_cancels_its_generation_and_frees_its_cells() {
         rss1 < rss0 + 16 * 1024,
         "server memory grew from {rss0} KiB to {rss1} KiB"
     );
+    // A non-streaming request whose client hangs up is cancelled as well.
+    let body = r#"{"prompt":"Count: 1, 2, 3, 4, 5, 6, 7, 8,","max_tokens":2000,"temperature":0}"#;
+    let mut s = server.connect();
+    let req = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    while server.health()["busy"] != true {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(s);
+    let h = server.wait_idle();
+    assert_eq!(h["cancelled"], 22, "{h}");
     // And it still answers.
     let (got, v) = post(
         &server,

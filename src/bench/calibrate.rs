@@ -7,17 +7,21 @@ use crate::target::{Context, Outputs, TargetError};
 /// Cost of verifying k tokens in one batch, relative to one plain decoding step.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CostPoint {
+    /// Tokens in the batch.
     pub k: usize,
     /// llama.cpp computing logits for all k positions (what verification needs without
     /// the lazy head).
     pub median_ms: f64,
+    /// `median_ms` relative to one token with logits.
     pub ratio: f64,
     /// llama.cpp computing logits for the last position only: the floor for any head.
     pub last_only_ms: f64,
+    /// `last_only_ms` relative to one token with logits.
     pub last_only_ratio: f64,
     /// Decode up to the final norm plus Tandem's lazy head over all k positions in one
     /// pass (every draft token accepted: the oracle's case).
     pub lazy_ms: Option<f64>,
+    /// `lazy_ms` relative to one token with logits.
     pub lazy_ratio: Option<f64>,
 }
 
@@ -29,7 +33,7 @@ pub fn calibration_ks(max_k: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Measure the verify-cost curve at context depth `depth`: for k in [`calibration_ks`], decode k
+/// Measure the verify-cost curve at context depth `depth`: for k in `calibration_ks()`, decode k
 /// tokens, roll them back, repeat; the k values and modes are interleaved within each
 /// repetition so drift hits all alike. The base (ratio 1) is one token with logits.
 pub fn calibrate(

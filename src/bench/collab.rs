@@ -12,12 +12,19 @@ use crate::target::{Context, TargetError, Token};
 /// One prompt's figures for one configuration.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CollabRun {
+    /// The prompt's id.
     pub id: String,
+    /// The prompt's category.
     pub category: String,
+    /// Configuration label (`naive` or `cos k=N`).
     pub config: String,
+    /// Median tokens per second over the repetitions (whole call timed, prefill included).
     pub median_tok_per_s: f64,
+    /// `median_tok_per_s` relative to naive's on the same prompt.
     pub speedup: f64,
+    /// Tokens proposed (CoS; last repetition).
     pub proposed: usize,
+    /// Proposed tokens accepted (CoS; last repetition).
     pub accepted: usize,
     /// Index of the first token that differs from naive's output (None: identical).
     pub first_diff: Option<usize>,

@@ -10,10 +10,14 @@ use super::stats::median;
 use crate::draft::diffusion::DflashModel;
 use crate::target::{Context, LlamaDflash, Outputs, Token};
 
+/// Median costs (milliseconds) of drafting with Tandem's DFlash forward pass and with llama.cpp's.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DrafterSpeed {
+    /// Context depth measured at (tokens).
     pub depth: usize,
+    /// Tokens per block.
     pub block: usize,
+    /// Repetitions the medians are over.
     pub reps: usize,
     /// One target decoding step (one token, logits) at this depth.
     pub target_step_ms: f64,
@@ -24,6 +28,7 @@ pub struct DrafterSpeed {
     pub llama_block_ms: f64,
     /// Injecting one position's features, per position (Tandem / llama.cpp).
     pub tandem_inject_ms: f64,
+    /// llama.cpp's feature injection, per position.
     pub llama_inject_ms: f64,
 }
 

@@ -27,13 +27,18 @@ use crate::target::{Token, llama_spec_generate};
 /// One prompt of a suite (JSONL: {"id", "category", "prompt", "raw"}).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BenchPrompt {
+    /// Prompt identifier, unique within the suite.
     pub id: String,
+    /// Category the prompt is summarised under.
     pub category: String,
+    /// The prompt text.
     pub prompt: String,
+    /// Tokenize the prompt as is, without the chat template.
     #[serde(default)]
     pub raw: bool,
 }
 
+/// Read a JSONL prompt suite (blank lines skipped).
 pub fn load_prompts(path: &std::path::Path) -> Result<Vec<BenchPrompt>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     text.lines()
@@ -62,6 +67,7 @@ impl BenchConfig {
         BenchConfig::Tandem(DraftSpec::None, false)
     }
 
+    /// Parse a label: `llama:TYPES`, `oracle[+lazy]`, or a drafter name with an optional `+lazy`.
     pub fn parse(s: &str) -> Result<Self, String> {
         if let Some(t) = s.strip_prefix("llama:") {
             return Ok(BenchConfig::Llama(t.to_string()));
@@ -76,6 +82,7 @@ impl BenchConfig {
         name.parse().map(|d| BenchConfig::Tandem(d, lazy))
     }
 
+    /// The configuration's label, as [`BenchConfig::parse`] reads it.
     pub fn label(&self) -> String {
         match self {
             BenchConfig::Tandem(d, lazy) => format!("{}{}", d.name(), lazy_suffix(*lazy)),
@@ -92,19 +99,27 @@ fn lazy_suffix(lazy: bool) -> &'static str {
 /// One run's figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunResult {
+    /// Tokens generated.
     pub tokens: usize,
     /// Generation-phase tokens per second (prefill excluded).
     pub tok_per_s: f64,
+    /// Verification decodes (rounds).
     pub rounds: usize,
+    /// Draft tokens proposed.
     pub drafted: usize,
+    /// Draft tokens accepted.
     pub accepted: usize,
+    /// Drafting time (seconds).
     pub draft_s: f64,
+    /// Verification time (seconds).
     pub verify_s: f64,
     /// Generation time not spent drafting or verifying (acceptance, sampling, bookkeeping).
     pub overhead_s: f64,
+    /// Generation-phase time, prefill excluded (seconds).
     pub gen_s: f64,
     /// Rounds whose draft reached position i / kept it (empty where unknown: llama.cpp).
     pub drafted_at: Vec<usize>,
+    /// Per draft position: rounds that kept the token there (see `drafted_at`).
     pub accepted_at: Vec<usize>,
 }
 
@@ -241,9 +256,13 @@ fn baseline_margins(
 /// Settings of a suite run. Plain data.
 #[derive(Debug, Clone)]
 pub struct SuiteOptions {
+    /// Tokens generated per prompt at most.
     pub max_tokens: usize,
+    /// Timed repetitions of every configuration on every prompt.
     pub reps: usize,
+    /// Most tokens drafted per round.
     pub draft_max: usize,
+    /// Settings of `ngram` configurations.
     pub ngram: NgramConfig,
     /// The drafter file and policy for `diffusion` configurations.
     pub diffusion: DiffusionSpec,

@@ -10,7 +10,9 @@ use super::stats::{CategorySummary, Summary, per_category};
 /// One prompt's results.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PromptResult {
+    /// The prompt's id.
     pub id: String,
+    /// The prompt's category.
     pub category: String,
     /// One per configuration, in `Report::configs` order (the baseline first).
     pub summaries: Vec<Summary>,
@@ -21,17 +23,26 @@ pub struct PromptResult {
 /// Everything one `tandem bench` run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
+    /// Description of the target model.
     pub model: String,
+    /// Tokens generated per prompt at most.
     pub max_tokens: usize,
+    /// Threads the target ran with.
     pub threads: i32,
+    /// Most tokens drafted per round.
     pub draft_max: usize,
+    /// Repetitions per configuration and prompt.
     pub reps: usize,
+    /// Configuration labels, the baseline first.
     pub configs: Vec<String>,
+    /// Per-prompt results.
     pub prompts: Vec<PromptResult>,
+    /// Per category, per configuration label: the category's summary.
     pub categories: BTreeMap<String, BTreeMap<String, CategorySummary>>,
 }
 
 impl Report {
+    /// A report of these runs; the per-category summaries are computed from `prompts`.
     pub fn new(
         model: String,
         max_tokens: usize,
@@ -76,6 +87,7 @@ impl Report {
             .count()
     }
 
+    /// One line describing the run's settings (model, tokens, threads, draft-max, reps).
     pub fn header(&self) -> String {
         format!(
             "model: {} | {} tokens, greedy, {} threads, draft-max {}, {} reps (medians)",

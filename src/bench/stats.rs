@@ -31,14 +31,18 @@ fn ratio(a: f64, b: f64) -> f64 {
 /// (a small gap means batched rounding in llama.cpp flipped a near-tie).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Divergence {
+    /// Index of the first token that differs from the baseline's.
     pub at: usize,
+    /// The baseline's top-2 logit gap at that token.
     pub baseline_gap: f32,
 }
 
 /// Per-configuration summary of one prompt's repetitions.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Summary {
+    /// Configuration label.
     pub config: String,
+    /// Median generation-phase tokens per second over the repetitions.
     pub median_tok_per_s: f64,
     /// Median tok/s divided by the baseline's median tok/s on the same prompt.
     pub speedup: f64,
@@ -53,7 +57,9 @@ pub struct Summary {
     pub acceptance_at: Vec<f64>,
     /// Shares of generation time spent drafting, verifying, and on everything else.
     pub draft_share: f64,
+    /// Share of generation time spent verifying.
     pub verify_share: f64,
+    /// Share of generation time spent on everything else.
     pub overhead_share: f64,
     /// Output identical to the baseline's in every repetition.
     pub identical: bool,
@@ -61,6 +67,8 @@ pub struct Summary {
     pub divergence: Option<Divergence>,
 }
 
+/// Summarize one configuration's `runs` on a prompt against the baseline's median tok/s
+/// (`oracle_fraction` and `divergence` are left unset).
 pub fn summarize(
     config: &str,
     runs: &[RunResult],
@@ -120,10 +128,15 @@ pub fn set_oracle_fractions(sums: &mut [Summary]) {
 /// One configuration over one category: medians over the category's prompts.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CategorySummary {
+    /// Number of prompts in the category.
     pub prompts: usize,
+    /// Median speedup over the baseline.
     pub speedup: f64,
+    /// Median fraction of the oracle's speedup (when the oracle ran).
     pub oracle_fraction: Option<f64>,
+    /// Median tokens emitted per verification step.
     pub tokens_per_step: f64,
+    /// Median acceptance rate.
     pub acceptance: f64,
     /// Every prompt's output was identical to the baseline's.
     pub identical: bool,

@@ -6,10 +6,18 @@
 #[derive(Debug, Clone, PartialEq)]
 pub enum Combine {
     /// r = Σ λᵢ softmax(lᵢ); scores are ln r.
-    Ensemble { weights: Vec<f32> },
+    Ensemble {
+        /// λᵢ, one non-negative weight per model.
+        weights: Vec<f32>,
+    },
     /// r ∝ exp(l_expert − μ·l_amateur) over the plausible tokens
     /// {v : p_expert(v) ≥ β · max p_expert}; model 0 is the expert, model 1 the amateur.
-    Contrastive { mu: f32, beta: f32 },
+    Contrastive {
+        /// μ, the weight of the amateur's logits subtracted.
+        mu: f32,
+        /// β, the plausibility cutoff relative to the expert's top probability.
+        beta: f32,
+    },
 }
 
 impl Combine {

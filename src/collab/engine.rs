@@ -22,37 +22,52 @@ use crate::verify::{greedy_check, sampling_check};
 /// Naive or speculative collaboration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CollabMode {
+    /// Every model decodes every token; each token is picked from the combined distribution.
     Naive,
+    /// Collaborative speculation (CoS): models take turns proposing drafts the others verify.
     Cos,
 }
 
 /// Settings of a collaborative generation. Plain data.
 #[derive(Debug, Clone)]
 pub struct CollabConfig {
+    /// How the models' distributions are combined.
     pub combine: Combine,
+    /// Naive or speculative (CoS) decoding.
     pub mode: CollabMode,
     /// Tokens a proposer drafts per round (CoS).
     pub draft_len: usize,
+    /// How tokens are chosen from the combined distribution.
     pub sampling: SamplingConfig,
 }
 
+/// Counters and timing of a collaborative generation.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CollabStats {
+    /// Prompt length (tokens).
     pub n_prompt: usize,
+    /// Tokens committed.
     pub n_generated: usize,
+    /// Rounds (naive: one per token; CoS: one per proposal).
     pub rounds: usize,
+    /// Tokens proposed (CoS).
     pub proposed: usize,
+    /// Proposed tokens accepted (CoS).
     pub accepted: usize,
     /// Rounds each model proposed in.
     pub proposer_rounds: Vec<usize>,
+    /// Wall time of the generation, prefill included (seconds).
     pub seconds: f64,
 }
 
+/// The result of a collaborative generation.
 #[derive(Debug, Clone)]
 pub struct CollabOutput {
+    /// The committed tokens.
     pub tokens: Vec<Token>,
     /// "end of generation", "max tokens" or "context full".
     pub stop: &'static str,
+    /// Counters and timing.
     pub stats: CollabStats,
 }
 

@@ -13,14 +13,28 @@ pub use engine::{CollabConfig, CollabMode, CollabOutput, CollabStats, generate};
 
 use crate::gguf::{Gguf, GgufError, Value};
 
+/// Why models cannot collaborate: their vocabularies could not be read or differ.
 #[derive(Debug, thiserror::Error)]
 pub enum VocabError {
+    /// A model's GGUF could not be read.
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    /// A model file has no tokenizer vocabulary.
     #[error("{path}: no tokenizer vocabulary (tokenizer.ggml.tokens)")]
-    NoVocab { path: String },
+    NoVocab {
+        /// The model file's path.
+        path: String,
+    },
+    /// Two models' vocabularies differ.
     #[error("{a} and {b} have different vocabularies: {why}")]
-    Mismatch { a: String, b: String, why: String },
+    Mismatch {
+        /// The first model's path.
+        a: String,
+        /// The path of the model whose vocabulary differs.
+        b: String,
+        /// How the vocabularies differ.
+        why: String,
+    },
 }
 
 fn tokens(g: &Gguf) -> Option<Vec<&str>> {

@@ -20,21 +20,31 @@ pub struct CollectOptions {
     pub limit: usize,
 }
 
+/// What a collection run did.
 #[derive(Debug, Clone, Default)]
 pub struct CollectSummary {
+    /// Prompts already in the shards when the run started.
     pub prompts_done_before: usize,
+    /// Prompts collected in this run.
     pub prompts_collected: usize,
+    /// Prompts skipped in this run: (prompt index, reason).
     pub prompts_skipped: Vec<(usize, String)>,
+    /// Tokens recorded in this run, prompts and continuations.
     pub tokens_collected: usize,
+    /// Wall time of the run (seconds).
     pub seconds: f64,
 }
 
+/// Why a collection run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
+    /// Reading or writing the shards failed.
     #[error(transparent)]
     Shards(#[from] ShardError),
+    /// Generation failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// llama.cpp failed (e.g. the feature layers were refused).
     #[error(transparent)]
     Target(#[from] TargetError),
 }

@@ -183,7 +183,9 @@ const SENTENCES: &[&str] = &[
 /// Options for [`generate`].
 #[derive(Debug, Clone)]
 pub struct CorpusOptions {
+    /// Number of prompts to generate.
     pub count: usize,
+    /// Seed for the generator's RNG.
     pub seed: u64,
     /// Files or directories whose text (source code, documentation) supplies passages.
     pub sources: Vec<PathBuf>,

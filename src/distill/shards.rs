@@ -19,21 +19,36 @@ const MAGIC: &[u8; 4] = b"TDR1";
 /// A new shard starts once the current one passes this size.
 pub const SHARD_BYTES: u64 = 256 << 20;
 
+/// Why a data directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
+    /// A file operation failed.
     #[error("{path}: {err}")]
     Io {
+        /// The path it failed on.
         path: String,
         /// The cause, shown in the message (not chained as a `source`, so that
         /// `{:#}` printing does not repeat it).
         err: std::io::Error,
     },
+    /// A shard, the index or `meta.json` is malformed.
     #[error("{path}: {msg}")]
-    Corrupt { path: String, msg: String },
+    Corrupt {
+        /// The malformed file.
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The directory holds data collected with other settings.
     #[error(
         "{dir} holds data collected with different settings ({what}); use another --out or delete it"
     )]
-    MetaMismatch { dir: String, what: String },
+    MetaMismatch {
+        /// The data directory.
+        dir: String,
+        /// The stored and the requested settings.
+        what: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
@@ -46,21 +61,30 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
 /// What a data directory holds.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DistillMeta {
+    /// Format tag (`tandem-distill-v1`).
     pub format: String,
     /// The target GGUF's file name.
     pub model: String,
+    /// The target's vocabulary size.
     pub n_vocab: usize,
+    /// The target's embedding width.
     pub n_embd: usize,
+    /// Target layers whose inputs are stored (llama.cpp layer-input indices).
     pub target_layers: Vec<usize>,
+    /// Features per position (`target_layers.len() × n_embd`).
     pub n_features: usize,
+    /// Tokens generated per prompt.
     pub max_new: usize,
 }
 
 /// One prompt and its continuation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
+    /// Index of the prompt in the prompt list.
     pub prompt_index: usize,
+    /// Prompt length (tokens).
     pub n_prompt: usize,
+    /// Prompt and continuation tokens.
     pub tokens: Vec<Token>,
     /// `(tokens.len() − 1) × n_features`, rounded to f16.
     pub features: Vec<f32>,
@@ -80,6 +104,7 @@ struct IndexLine {
 #[derive(Debug)]
 pub struct Shards {
     dir: PathBuf,
+    /// What the directory holds.
     pub meta: DistillMeta,
     index: Vec<IndexLine>,
     shard_no: usize,
@@ -141,6 +166,7 @@ impl Shards {
         Self::open(dir, read_meta(&dir.join("meta.json"))?)
     }
 
+    /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -150,10 +176,12 @@ impl Shards {
         self.index.iter().map(|l| l.prompt).collect()
     }
 
+    /// Number of complete records.
     pub fn len(&self) -> usize {
         self.index.len()
     }
 
+    /// Whether the directory holds no records.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }

@@ -17,28 +17,35 @@ use crate::target::Token;
 /// length policies.
 #[derive(Debug, Clone, Default)]
 pub struct Draft {
+    /// The proposed tokens, in order.
     pub tokens: Vec<Token>,
+    /// The drafter's distribution for each token (`None`: a point mass).
     pub q: Vec<Option<Dist>>,
+    /// The drafter's confidence in each token, in [0, 1].
     pub confidence: Vec<f32>,
 }
 
 impl Draft {
+    /// Empty the draft, keeping its allocations.
     pub fn clear(&mut self) {
         self.tokens.clear();
         self.q.clear();
         self.confidence.clear();
     }
 
+    /// Keep only the first `n` proposed tokens.
     pub fn truncate(&mut self, n: usize) {
         self.tokens.truncate(n);
         self.q.truncate(n);
         self.confidence.truncate(n);
     }
 
+    /// Number of proposed tokens.
     pub fn len(&self) -> usize {
         self.tokens.len()
     }
 
+    /// Whether no tokens are proposed.
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }

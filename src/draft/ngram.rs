@@ -5,6 +5,7 @@
 use super::{Draft, Drafter};
 use crate::target::Token;
 
+/// Settings of the n-gram drafter: the range of suffix lengths to match.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NgramConfig {
     /// Longest suffix tried.
@@ -19,12 +20,14 @@ impl Default for NgramConfig {
     }
 }
 
+/// Prompt-lookup drafter: proposes what followed the latest earlier match of the history's suffix.
 #[derive(Debug, Default)]
 pub struct NgramDrafter {
     cfg: NgramConfig,
 }
 
 impl NgramDrafter {
+    /// A drafter with `cfg`, clamped so that `1 <= n_min <= n_max`.
     pub fn new(cfg: NgramConfig) -> Self {
         let n_min = cfg.n_min.max(1);
         Self {

@@ -4,6 +4,7 @@
 use super::{Draft, Drafter};
 use crate::target::Token;
 
+/// Drafter that replays a recorded greedy continuation (the speedup ceiling).
 #[derive(Debug, Clone)]
 pub struct OracleDrafter {
     reference: Vec<Token>,

@@ -23,6 +23,7 @@ use crate::verify::{greedy_check, sampling_check};
 pub struct EngineConfig {
     /// Most tokens drafted per round (0 = plain decoding).
     pub draft_max: usize,
+    /// How tokens are chosen (greedy or sampled).
     pub sampling: SamplingConfig,
     /// Check the KV-cache length after every round (tests; cheap, but off by default).
     pub check_kv: bool,
@@ -50,6 +51,7 @@ impl Default for EngineConfig {
     }
 }
 
+/// Why a generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -77,17 +79,24 @@ impl std::fmt::Display for StopReason {
 /// What a generation did and where its time went.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stats {
+    /// Prompt length (tokens).
     pub n_prompt: usize,
+    /// Tokens emitted.
     pub n_generated: usize,
     /// Verification decodes (one per round; plain decoding = one per token).
     pub rounds: usize,
+    /// Draft tokens proposed, over all rounds.
     pub drafted: usize,
+    /// Draft tokens accepted, over all rounds.
     pub accepted: usize,
     /// `drafted_at[i]`: rounds whose draft had a token at position i; `accepted_at[i]`:
     /// rounds that kept it.
     pub drafted_at: Vec<usize>,
+    /// Per draft position: rounds that kept the token there (see `drafted_at`).
     pub accepted_at: Vec<usize>,
+    /// Prompt prefill time (the drafter's first feature injection included).
     pub prefill: Duration,
+    /// Drafting time, feature injection included.
     pub draft: Duration,
     /// Target decode time of verification batches.
     pub verify: Duration,
@@ -95,6 +104,7 @@ pub struct Stats {
     pub head: Duration,
     /// Everything else in the loop (acceptance checks, sampling, bookkeeping, callbacks).
     pub overhead: Duration,
+    /// Wall time of the whole generation, prefill included.
     pub total: Duration,
 }
 
@@ -118,6 +128,7 @@ impl Stats {
         }
     }
 
+    /// Fraction of drafted tokens that were accepted (0 if none were drafted).
     pub fn acceptance_rate(&self) -> f64 {
         if self.drafted == 0 {
             0.0
@@ -143,23 +154,36 @@ impl Stats {
     }
 }
 
+/// The result of [`generate`]: emitted tokens, why it stopped, and statistics.
 #[derive(Debug, Clone)]
 pub struct Generation {
+    /// The emitted tokens (the end-of-generation token excluded).
     pub tokens: Vec<Token>,
+    /// Why generation stopped.
     pub stop: StopReason,
+    /// Counters and timings.
     pub stats: Stats,
     /// Top-2 logit margin of the target at each emitted token (if recorded).
     pub margins: Vec<f32>,
 }
 
+/// Why [`generate`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// llama.cpp failed.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// The prompt has no tokens.
     #[error("the prompt is empty")]
     EmptyPrompt,
+    /// The KV cache is out of step with the history (checked when `check_kv` is set).
     #[error("KV cache holds {got} positions after a round, expected {want}")]
-    KvMismatch { got: usize, want: usize },
+    KvMismatch {
+        /// Positions the KV cache holds.
+        got: usize,
+        /// Positions it should hold.
+        want: usize,
+    },
 }
 
 /// Generate up to `max_new` tokens after `prompt`, calling `on_token` for each emitted

@@ -9,7 +9,9 @@ use super::{Model, Result, TargetError, Token};
 /// Context settings. Plain data.
 #[derive(Debug, Clone)]
 pub struct ContextParams {
+    /// Context size in tokens (at least 16).
     pub n_ctx: u32,
+    /// Threads llama.cpp decodes with.
     pub n_threads: i32,
     /// Largest batch one decode may take (prompt chunks, verification batches).
     pub n_batch: u32,
@@ -28,6 +30,7 @@ impl Default for ContextParams {
     }
 }
 
+/// Threads to use by default: the available parallelism, clamped to 1..=16.
 pub fn default_threads() -> i32 {
     std::thread::available_parallelism()
         .map(|n| n.get() as i32)
@@ -131,6 +134,7 @@ pub struct Context {
 unsafe impl Send for Context {}
 
 impl Context {
+    /// Create a context for `model` with `params`.
     pub fn new(model: Arc<Model>, params: &ContextParams) -> Result<Self> {
         let n_ctx = params.n_ctx.max(16);
         let n_batch = params.n_batch.clamp(1, n_ctx);
@@ -190,18 +194,22 @@ impl Context {
         self.ctx
     }
 
+    /// The model this context runs.
     pub fn model(&self) -> &Arc<Model> {
         &self.model
     }
 
+    /// Context size in tokens (as asked, even if llama.cpp rounded it up).
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
     }
 
+    /// Largest number of tokens one llama.cpp batch takes.
     pub fn n_batch(&self) -> usize {
         self.n_batch
     }
 
+    /// The model's vocabulary size (tokens).
     pub fn n_vocab(&self) -> usize {
         self.n_vocab
     }

@@ -110,6 +110,7 @@ impl LlamaDflash {
         })
     }
 
+    /// Width of one position's features (target layers × target embedding width).
     pub fn n_features(&self) -> usize {
         self.n_features
     }
@@ -158,6 +159,7 @@ impl LlamaDflash {
         Ok(())
     }
 
+    /// Empty the drafter's KV cache.
     pub fn clear(&mut self) {
         // SAFETY: live drafter.
         unsafe { tandem_dflash_clear(self.raw) }

@@ -6,16 +6,25 @@ use std::ffi::{CString, c_char};
 
 use super::{Context, Result, TargetError, Token};
 
+/// Counters and timings of one [`llama_spec_generate`] run (filled in by the C++ shim).
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LlamaSpecStats {
+    /// Tokens generated.
     pub n_generated: i32,
+    /// Draft-and-verify rounds.
     pub n_rounds: i32,
+    /// Draft tokens proposed.
     pub n_drafted: i32,
+    /// Draft tokens accepted.
     pub n_accepted: i32,
+    /// Prompt prefill time (seconds).
     pub t_prefill_s: f64,
+    /// Drafting time, feature injection included (seconds).
     pub t_draft_s: f64,
+    /// Verification decode time (seconds).
     pub t_verify_s: f64,
+    /// Total time, prefill included (seconds).
     pub t_total_s: f64,
 }
 

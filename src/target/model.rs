@@ -87,25 +87,30 @@ impl Model {
         self.ptr
     }
 
+    /// The model file's path, as given.
     pub fn path(&self) -> &str {
         &self.path
     }
 
+    /// Vocabulary size (tokens).
     pub fn n_vocab(&self) -> usize {
         // SAFETY: valid vocab pointer for the model's lifetime.
         unsafe { sys::llama_vocab_n_tokens(self.vocab) as usize }
     }
 
+    /// Embedding (hidden) width.
     pub fn n_embd(&self) -> usize {
         // SAFETY: valid model pointer.
         unsafe { sys::llama_model_n_embd(self.ptr) as usize }
     }
 
+    /// Number of transformer layers.
     pub fn n_layer(&self) -> usize {
         // SAFETY: valid model pointer.
         unsafe { sys::llama_model_n_layer(self.ptr) as usize }
     }
 
+    /// Context length the model was trained with (tokens).
     pub fn n_ctx_train(&self) -> usize {
         // SAFETY: valid model pointer.
         unsafe { sys::llama_model_n_ctx_train(self.ptr) as usize }

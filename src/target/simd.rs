@@ -11,6 +11,7 @@
 /// A row-major weight matrix in its storage type.
 #[derive(Debug, Clone, Copy)]
 pub enum Weights<'a> {
+    /// 32-bit floats.
     F32(&'a [f32]),
     /// IEEE half-precision bits.
     F16(&'a [u16]),

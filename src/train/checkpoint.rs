@@ -16,11 +16,15 @@ use crate::draft::diffusion::format::DflashShape;
 /// Training progress kept beside the tensors.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrainState {
+    /// Steps completed.
     pub step: usize,
+    /// Draft row → target token id.
     pub d2t: Vec<i32>,
     /// Share of the target's output tokens the draft vocabulary covers.
     pub coverage: f64,
+    /// Training time over all runs so far (seconds).
     pub seconds: f64,
+    /// Validation results, one per checkpoint.
     pub history: Vec<ValStats>,
 }
 
@@ -40,6 +44,7 @@ fn io(p: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     }
 }
 
+/// Save a checkpoint to `out`: tensors first, then `train.json` replaced atomically.
 pub fn save(out: &Path, net: &Net, opt: &AdamW, state: &TrainState) -> Result<(), TrainError> {
     let file = format!("ckpt-{:07}.safetensors", state.step);
     let mut map: HashMap<String, Tensor> = HashMap::new();

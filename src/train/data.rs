@@ -28,6 +28,7 @@ impl DraftVocab {
         Self::from_d2t(ids.into_iter().map(|t| t as Token).collect(), counts.len())
     }
 
+    /// The vocabulary with draft rows `d2t`, over a target vocabulary of `n_vocab` tokens.
     pub fn from_d2t(d2t: Vec<Token>, n_vocab: usize) -> Self {
         let mut t2d = vec![-1i32; n_vocab];
         for (i, &t) in d2t.iter().enumerate() {
@@ -36,10 +37,12 @@ impl DraftVocab {
         Self { d2t, t2d }
     }
 
+    /// Number of draft rows.
     pub fn len(&self) -> usize {
         self.d2t.len()
     }
 
+    /// Whether the vocabulary is empty.
     pub fn is_empty(&self) -> bool {
         self.d2t.is_empty()
     }
@@ -55,6 +58,7 @@ impl DraftVocab {
 /// How blocks are cut from a sequence.
 #[derive(Debug, Clone)]
 pub struct BlockOptions {
+    /// Positions per block (the anchor token plus `block_size - 1` masks).
     pub block_size: usize,
     /// Blocks per batch (anchors drawn without replacement).
     pub anchors: usize,

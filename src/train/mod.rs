@@ -29,42 +29,64 @@ pub use data::{BlockOptions, DraftVocab};
 use net::Net;
 use optim::AdamW;
 
+/// Why training failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// Reading the distillation data failed.
     #[error(transparent)]
     Shards(#[from] ShardError),
+    /// Reading the target GGUF failed.
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    /// Reading the target's embeddings or output rows failed.
     #[error(transparent)]
     Drafter(#[from] crate::draft::diffusion::DiffusionError),
+    /// A tensor operation failed.
     #[error("tensor computation: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The data or a checkpoint is unusable (the message says why).
     #[error("{0}")]
     Data(String),
+    /// A file operation failed.
     #[error("{path}: {err}")]
-    Io { path: String, err: std::io::Error },
+    Io {
+        /// The path it failed on.
+        path: String,
+        /// The cause.
+        err: std::io::Error,
+    },
 }
 
 /// Settings of a training run. Plain data.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrainOptions {
+    /// Total optimizer steps (a resumed run continues up to this count).
     pub steps: usize,
+    /// Peak learning rate.
     pub lr: f64,
+    /// Warm-up steps of the learning-rate schedule.
     pub warmup: usize,
+    /// Number of drafter layers.
     pub n_layer: usize,
     /// Feed-forward width (default: the target's).
     pub n_ff: Option<usize>,
+    /// Size of the draft vocabulary (the target's most frequent output tokens).
     pub draft_vocab: usize,
+    /// Positions per block (the anchor token plus `block_size - 1` masks).
     pub block_size: usize,
     /// Blocks per step (all from one sequence).
     pub anchors: usize,
+    /// Loss weight decay over block positions: `exp(−(i − 1) / gamma)`.
     pub gamma: f32,
+    /// Anchors lie below this position (bounds the attention context).
     pub max_context: usize,
+    /// Seed for initialisation and for drawing batches.
     pub seed: u64,
     /// Validate, checkpoint and export every this many steps.
     pub checkpoint_every: usize,
     /// Held-out sequences (every `val_every`-th record) and how many of them to score.
     pub val_every: usize,
+    /// Number of held-out sequences scored per validation.
     pub val_records: usize,
 }
 
@@ -92,34 +114,49 @@ impl Default for TrainOptions {
 /// Held-out accuracy of the drafter, greedy, full blocks only.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ValStats {
+    /// Step the drafter was validated at.
     pub step: usize,
+    /// Held-out blocks scored.
     pub blocks: usize,
     /// Mean accepted length + 1: the expected tokens per verification step.
     pub tokens_per_step: f64,
     /// Share of blocks whose prediction is right at positions 1..=i.
     pub prefix_acc: Vec<f64>,
+    /// Mean loss over the held-out batches.
     pub loss: f64,
 }
 
 /// What the progress callback sees.
 #[derive(Debug, Clone)]
 pub struct Progress {
+    /// Steps completed.
     pub step: usize,
+    /// Total steps of the run.
     pub steps: usize,
+    /// Training loss, an exponential moving average (NaN before the first update).
     pub loss: f64,
+    /// Learning rate of this step.
     pub lr: f64,
+    /// Time since this invocation started (seconds).
     pub seconds: f64,
+    /// Validation result, on checkpoint steps.
     pub val: Option<ValStats>,
 }
 
 /// A training run's outcome.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
+    /// Path of the exported drafter GGUF.
     pub drafter: PathBuf,
+    /// Trainable values in the network.
     pub n_params: usize,
+    /// Share of the target's output tokens the draft vocabulary covers.
     pub vocab_coverage: f64,
+    /// Steps run in this invocation.
     pub steps_run: usize,
+    /// Wall time of this invocation (seconds).
     pub seconds: f64,
+    /// The latest validation result, if any.
     pub last_val: Option<ValStats>,
 }
 

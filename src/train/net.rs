@@ -16,8 +16,11 @@ use crate::sampling::Rng;
 
 /// Parameters by their GGUF tensor names; matrices are `[rows (out), cols (in)]`.
 pub struct Net {
+    /// The drafter's shape.
     pub shape: DflashShape,
+    /// Rows of the drafter's head (the draft vocabulary size).
     pub n_draft_vocab: usize,
+    /// Trainable parameters with their GGUF tensor names, in a fixed order.
     pub params: Vec<(String, Var)>,
     by_name: HashMap<String, usize>,
 }
@@ -35,7 +38,9 @@ pub struct Batch {
     /// Rows (into the `A·B` block rows) that carry a loss, their draft-vocabulary targets
     /// and weights.
     pub rows: Tensor,
+    /// Draft-vocabulary target of each loss row.
     pub targets: Tensor,
+    /// Loss weight of each loss row.
     pub weights: Tensor,
     /// Draft-vocabulary index of each row's true token, −1 outside the vocabulary.
     pub truth: Vec<i32>,
@@ -133,6 +138,7 @@ impl Net {
         Ok(Self::from_params(shape, n_draft_vocab, params))
     }
 
+    /// A network from named parameters (e.g. loaded from a checkpoint).
     pub fn from_params(
         shape: DflashShape,
         n_draft_vocab: usize,
@@ -151,6 +157,7 @@ impl Net {
         }
     }
 
+    /// The parameter named `name` (panics if there is none).
     pub fn p(&self, name: &str) -> &Tensor {
         self.params[self.by_name[name]].1.as_tensor()
     }

@@ -7,21 +7,29 @@ use candle_core::{Result, Tensor};
 
 use super::net::Net;
 
+/// The AdamW optimizer's settings and state.
 #[derive(Debug, Clone)]
 pub struct AdamW {
+    /// Decay rate of the first moments.
     pub beta1: f64,
+    /// Decay rate of the second moments.
     pub beta2: f64,
+    /// Added to the denominator for numerical stability.
     pub eps: f64,
+    /// Decoupled weight decay (matrices only).
     pub weight_decay: f64,
+    /// Global gradient-norm clipping threshold.
     pub clip: f64,
     /// Steps taken.
     pub t: usize,
     /// First and second moments, in the network's parameter order.
     pub m: Vec<Tensor>,
+    /// Second moments, in the same order as `m`.
     pub v: Vec<Tensor>,
 }
 
 impl AdamW {
+    /// An optimizer with default settings and zero moments for `net`'s parameters.
     pub fn new(net: &Net) -> Result<Self> {
         let zeros = |net: &Net| -> Result<Vec<Tensor>> {
             net.params.iter().map(|(_, p)| p.zeros_like()).collect()

@@ -9,14 +9,18 @@ use crate::gguf::{GgmlType, Gguf, GgufError};
 use crate::gguf_write::GgufWriter;
 use crate::sampling::Rng;
 
+/// Shape and seed of a random-weight DFlash fixture.
 #[derive(Debug, Clone)]
 pub struct FixtureOptions {
+    /// Number of drafter layers.
     pub n_layer: usize,
     /// Target layers to condition on; empty = three spread over the target's depth.
     pub target_layers: Vec<usize>,
     /// Storage type of the weight matrices (F32, F16, BF16, Q8_0).
     pub wtype: GgmlType,
+    /// Positions per block (the last token plus `block_size - 1` masks).
     pub block_size: usize,
+    /// Seed for the random weights.
     pub seed: u64,
 }
 

@@ -9,19 +9,31 @@ use crate::gguf_write::GgufWriter;
 /// token embeddings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DflashShape {
+    /// Hidden size (the target's embedding length).
     pub n_embd: usize,
+    /// Number of drafter layers.
     pub n_layer: usize,
+    /// Number of attention (query) heads.
     pub n_head: usize,
+    /// Number of key/value heads.
     pub n_head_kv: usize,
+    /// Size of one attention head.
     pub head_dim: usize,
+    /// Feed-forward hidden size.
     pub n_ff: usize,
+    /// RMS-norm epsilon.
     pub eps: f32,
+    /// RoPE frequency base.
     pub rope_base: f32,
+    /// Positions per block (the last token plus `block_size - 1` masks).
     pub block_size: usize,
     /// Target layers whose inputs are fused (llama.cpp's layer-input indices).
     pub target_layers: Vec<usize>,
+    /// Context length written to the GGUF metadata (tokens).
     pub context_length: usize,
+    /// Vocabulary size (the target's).
     pub n_vocab: usize,
+    /// Id of the mask token.
     pub mask_token: usize,
 }
 

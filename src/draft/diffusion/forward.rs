@@ -28,10 +28,12 @@ impl DflashCache {
         self.len
     }
 
+    /// Whether no context positions are held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Drop all cached positions, keeping the per-layer allocations.
     pub fn clear(&mut self) {
         self.k.iter_mut().for_each(Vec::clear);
         self.v.iter_mut().for_each(Vec::clear);
@@ -62,6 +64,7 @@ fn rms_norm_rows(x: &mut [f32], width: usize, w: Option<&[f32]>, eps: f32) {
 }
 
 impl DflashModel {
+    /// An empty cache with one K and one V buffer per drafter layer.
     pub fn new_cache(&self) -> DflashCache {
         DflashCache {
             k: vec![Vec::new(); self.cfg.n_layer],

@@ -32,7 +32,9 @@ enum Data {
 /// A `rows × cols` matrix (ggml `ne = [cols, rows]`): `y[r] = W[r] · x`.
 #[derive(Debug)]
 pub struct Linear {
+    /// Output size (number of rows).
     pub rows: usize,
+    /// Input size (length of a row).
     pub cols: usize,
     data: Data,
 }

@@ -49,6 +49,7 @@ impl Default for DiffusionConfig {
     }
 }
 
+/// The DFlash diffusion drafter: proposes a block per pass, conditioned on target features.
 pub struct DiffusionDrafter {
     model: Arc<DflashModel>,
     cfg: DiffusionConfig,
@@ -58,6 +59,7 @@ pub struct DiffusionDrafter {
 }
 
 impl DiffusionDrafter {
+    /// A drafter over `model` with an empty cache and an RNG seeded from `cfg.sampling.seed`.
     pub fn new(model: Arc<DflashModel>, cfg: DiffusionConfig) -> Self {
         let cache = model.new_cache();
         let rng = Rng::new(cfg.sampling.seed ^ 0x9e37_79b9_7f4a_7c15);
@@ -70,6 +72,7 @@ impl DiffusionDrafter {
         }
     }
 
+    /// The shared DFlash model.
     pub fn model(&self) -> &Arc<DflashModel> {
         &self.model
     }

@@ -9,26 +9,54 @@ use crate::target::head::OutputHead;
 use crate::target::head::q8;
 use crate::target::{Model, Token};
 
+/// Why a DFlash drafter file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum DiffusionError {
+    /// The GGUF could not be read.
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    /// The file's architecture is not `dflash`.
     #[error("{path}: architecture is '{arch}', not a DFlash drafter ('dflash')")]
-    NotDflash { path: String, arch: String },
+    NotDflash {
+        /// The drafter file's path.
+        path: String,
+        /// The architecture found.
+        arch: String,
+    },
+    /// The file uses a DFlash variant or feature Tandem does not run.
     #[error("{path}: {what} is not supported by Tandem's diffusion drafter (plain DFlash only)")]
-    Unsupported { path: String, what: String },
+    Unsupported {
+        /// The drafter file's path.
+        path: String,
+        /// The unsupported feature.
+        what: String,
+    },
+    /// A required metadata key is missing or invalid.
     #[error("{path}: missing or invalid metadata '{key}'")]
-    Meta { path: String, key: String },
+    Meta {
+        /// The drafter file's path.
+        path: String,
+        /// The metadata key.
+        key: String,
+    },
+    /// A tensor is missing or has the wrong type or shape.
     #[error("{path}: tensor {name}: {why}")]
     Tensor {
+        /// The path of the file holding the tensor (the drafter's, or the target's when shared).
         path: String,
+        /// The tensor's name.
         name: String,
+        /// What is wrong with it.
         why: String,
     },
+    /// The drafter does not fit the target (layers, vocabulary, sizes).
     #[error("{path}: drafter does not fit the target {target}: {why}")]
     Mismatch {
+        /// The drafter file's path.
         path: String,
+        /// The target model's path.
         target: String,
+        /// What does not fit.
         why: String,
     },
 }
@@ -36,24 +64,41 @@ pub enum DiffusionError {
 /// Hyper-parameters read from the drafter's metadata.
 #[derive(Debug, Clone)]
 pub struct DflashConfig {
+    /// Hidden size (the target's embedding length).
     pub n_embd: usize,
+    /// Number of drafter layers.
     pub n_layer: usize,
+    /// Number of attention (query) heads.
     pub n_head: usize,
+    /// Number of key/value heads.
     pub n_head_kv: usize,
+    /// Size of one attention head.
     pub head_dim: usize,
+    /// Feed-forward hidden size.
     pub n_ff: usize,
+    /// RMS-norm epsilon.
     pub eps: f32,
+    /// RoPE frequency base.
     pub rope_base: f32,
+    /// RoPE position scale (1 / linear scaling factor; 1 = none).
     pub rope_freq_scale: f32,
+    /// Number of rotated dimensions per head.
     pub n_rot: usize,
+    /// Attention score scale (default 1/sqrt(head_dim)).
     pub kq_scale: f32,
+    /// Multiplier on the token embeddings, if any.
     pub embd_scale: Option<f32>,
+    /// Multiplier on the attention output projection, if any.
     pub value_scale: Option<f32>,
+    /// GELU instead of SiLU in the gated MLP.
     pub gelu: bool,
+    /// Positions per block (the last token plus `block_size - 1` masks).
     pub block_size: usize,
+    /// Causal block attention (always false: loading rejects causal drafters).
     pub causal: bool,
     /// Target layers whose inputs are fused (llama.cpp's layer-input indices).
     pub target_layers: Vec<usize>,
+    /// Id of the mask token.
     pub mask_token: Token,
 }
 
@@ -90,6 +135,7 @@ pub struct Embeddings {
 }
 
 impl Embeddings {
+    /// Write token `t`'s embedding, widened to f32, into `out`.
     pub fn row(&self, t: Token, out: &mut [f32]) {
         let b = &self.data[t as usize * self.row_bytes..(t as usize + 1) * self.row_bytes];
         match self.ty {
@@ -184,6 +230,7 @@ impl Embeddings {
 
 /// A loaded DFlash drafter, checked against its target.
 pub struct DflashModel {
+    /// Hyper-parameters from the drafter's metadata.
     pub cfg: DflashConfig,
     pub(super) fc: Linear,
     pub(super) enc_norm: Vec<f32>,

@@ -16,26 +16,47 @@ use crate::gguf::{GgmlType, Gguf, GgufError};
 use crate::target::Token;
 use q8::{Q8Rows, QK};
 
+/// Why Tandem's own output head could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum HeadError {
+    /// The model's GGUF could not be read.
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    /// The GGUF has neither `output.weight` nor `token_embd.weight`.
     #[error("{0}: no output head tensor (output.weight or token_embd.weight)")]
     NoHead(String),
+    /// The head is stored in a type other than Q8_0.
     #[error("{path}: output head is {ty:?}; the lazy head supports Q8_0 only")]
-    UnsupportedType { path: String, ty: GgmlType },
+    UnsupportedType {
+        /// The model file's path.
+        path: String,
+        /// The head's storage type.
+        ty: GgmlType,
+    },
+    /// The head tensor's shape does not match the model's vocabulary and width.
     #[error("{path}: output head is {rows}x{cols}, the model reports {n_vocab}x{n_embd}")]
     Shape {
+        /// The model file's path.
         path: String,
+        /// Rows of the head tensor.
         rows: u64,
+        /// Columns of the head tensor.
         cols: u64,
+        /// The model's vocabulary size.
         n_vocab: usize,
+        /// The model's embedding width.
         n_embd: usize,
     },
+    /// The head has extra scaling (an output scale or logit scale) the lazy head does not apply.
     #[error(
         "{path}: the output head has extra scaling ({what}) that the lazy head does not reproduce"
     )]
-    Unsupported { path: String, what: String },
+    Unsupported {
+        /// The model file's path.
+        path: String,
+        /// The scaling found.
+        what: String,
+    },
 }
 
 /// The output projection, held in Q8_0 as the model stores it.
@@ -128,6 +149,7 @@ impl OutputHead {
         })
     }
 
+    /// Vocabulary size (rows of the head).
     pub fn n_vocab(&self) -> usize {
         self.n_vocab
     }

@@ -8,6 +8,7 @@
 //! very same operations here makes Tandem's head produce llama.cpp's logits exactly, so
 //! greedy verification through it is as lossless as through llama.cpp.
 
+/// Values per Q8_0 block.
 pub const QK: usize = 32;
 
 /// f16 bits → f32 (exact).
@@ -72,7 +73,9 @@ pub fn f32_to_f16(x: f32) -> u16 {
 /// quants stored contiguously.
 #[derive(Debug, Clone, Default)]
 pub struct Q8Rows {
+    /// The quantized values, [`QK`] per block, blocks in order.
     pub qs: Vec<i8>,
+    /// One scale per block.
     pub d: Vec<f32>,
 }
 
