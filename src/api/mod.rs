@@ -52,7 +52,7 @@ pub enum ApiError {
     #[error("the prompt is empty")]
     EmptyPrompt,
     /// The prompt does not leave room for a single generated token.
-    #[error("the prompt has {n_prompt} tokens but the context holds {n_ctx}")]
+    #[error("the prompt has {n_prompt} tokens but the context holds only {n_ctx}")]
     PromptTooLong {
         /// Prompt tokens after the chat template.
         n_prompt: usize,
