@@ -53,12 +53,21 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if a.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         bail!("--api-key must not be empty");
     }
+    // A file's stem, or a manifest name as written (names may hold dots).
     let model_id = a.alias.clone().unwrap_or_else(|| {
-        std::path::Path::new(&a.model)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| a.model.clone())
+        let p = std::path::Path::new(&a.model);
+        match p.file_stem() {
+            Some(stem) if p.is_file() => stem.to_string_lossy().into_owned(),
+            _ => a.model.clone(),
+        }
     });
+    let loopback = matches!(a.host.as_str(), "127.0.0.1" | "::1" | "localhost");
+    if !loopback && a.api_key.is_none() {
+        eprintln!(
+            "warning: serving on {} without --api-key: anyone who can reach this address can use the model",
+            a.host
+        );
+    }
     let engine = Arc::new(a.engine.builder(&a.model).max_queue(a.queue).build()?);
     let cfg = ServeConfig {
         host: a.host.clone(),

@@ -98,23 +98,22 @@ fn a_full_queue_refuses_and_bad_requests_fail_at_once() {
     let _x = common::exclusive();
     let e = engine("ngram".parse().unwrap());
     let long = Request::raw(COUNTING).with_max_tokens(2000);
-    // One running (or about to), two waiting: the queue holds 2.
-    let held: Vec<_> = (0..3).map(|_| e.generate(&long)).collect();
-    let refused = held
-        .iter()
-        .filter(|r| matches!(r, Err(ApiError::Busy { .. })))
-        .count();
-    let accepted = held.iter().filter(|r| r.is_ok()).count();
-    assert!(
-        refused <= 1 && accepted >= 2,
-        "{held:?}",
-        held = held.iter().map(|r| r.is_ok()).collect::<Vec<_>>()
-    );
-    if refused == 0 {
-        // The worker took the first before the third arrived; a fourth must be refused.
-        assert!(matches!(e.generate(&long), Err(ApiError::Busy { .. })));
-    }
-    drop(held);
+    let mut running = e.generate(&long).unwrap();
+    running.next().unwrap().unwrap(); // under way: the queue is empty again
+    let q1 = e.generate(&long).unwrap();
+    let _q2 = e.generate(&long).unwrap();
+    assert_eq!(e.status().queued(), 2);
+    assert!(matches!(
+        e.generate(&long),
+        Err(ApiError::Busy { queued: 2 })
+    ));
+    // A caller that gives up while waiting gives its slot back at once.
+    drop(q1);
+    assert_eq!(e.status().queued(), 1);
+    let _q3 = e.generate(&long).unwrap();
+    assert!(matches!(e.generate(&long), Err(ApiError::Busy { .. })));
+    running.cancel();
+    assert_eq!(running.finish().unwrap().reason, FinishReason::Cancelled);
 
     let err = |r: Request| e.generate(&r).err().expect("should fail");
     assert!(matches!(err(Request::raw("  ")), ApiError::EmptyPrompt));

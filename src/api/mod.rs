@@ -95,6 +95,7 @@ pub struct EngineInfo {
 /// Live counters shared with the inference thread.
 #[derive(Debug, Default)]
 pub struct EngineStatus {
+    closing: AtomicBool,
     queued: AtomicUsize,
     busy: AtomicBool,
     kv_tokens: AtomicUsize,
@@ -103,6 +104,10 @@ pub struct EngineStatus {
 }
 
 impl EngineStatus {
+    fn leave_queue(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Requests waiting for the inference thread.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
@@ -110,7 +115,7 @@ impl EngineStatus {
 
     /// Whether a generation is running.
     pub fn busy(&self) -> bool {
-        self.busy.load(Ordering::Relaxed)
+        self.busy.load(Ordering::Acquire)
     }
 
     /// KV-cache positions held after the last generation (0: its cells were freed).
@@ -220,7 +225,7 @@ impl Engine {
             return Err(ApiError::Busy { queued });
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let cancel = CancelHandle::default();
+        let cancel = CancelHandle(stream::JobShared::new(self.status.clone()));
         let prompt_tokens = tokens.len();
         let job = Job {
             tokens,
@@ -233,8 +238,8 @@ impl Engine {
             tx,
             cancel: cancel.clone(),
         };
-        if jobs.send(job).is_err() {
-            self.status.queued.fetch_sub(1, Ordering::AcqRel);
+        if let Err(std::sync::mpsc::SendError(job)) = jobs.send(job) {
+            job.cancel.cancel(); // gives the slot back
             return Err(ApiError::EngineGone);
         }
         Ok(TextStream {
@@ -248,7 +253,9 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // Closing the queue ends the inference thread after its current job.
+        // Stop the running job at its next token, skip the waiting ones, and let the
+        // inference thread end when the queue closes.
+        self.status.closing.store(true, Ordering::Release);
         self.jobs.take();
         if let Some(w) = self.worker.take() {
             let _ = w.join();

@@ -3,11 +3,11 @@
 //! [`TextStream::next_event`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::ApiError;
+use super::{ApiError, EngineStatus};
 use crate::engine::{Stats, StopReason};
 
 /// Why a generation ended, as OpenAI reports it.
@@ -52,20 +52,60 @@ pub enum Event {
     Failed(ApiError),
 }
 
+/// Where a job is: waiting in the queue, taken by the inference thread, or abandoned by
+/// its caller while it was still waiting.
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// State shared by a queued job, its stream and its cancel handles.
+#[derive(Debug)]
+pub(super) struct JobShared {
+    cancelled: AtomicBool,
+    state: AtomicU8,
+    status: Arc<EngineStatus>,
+}
+
+impl JobShared {
+    pub(super) fn new(status: Arc<EngineStatus>) -> Arc<Self> {
+        Arc::new(Self {
+            cancelled: AtomicBool::new(false),
+            state: AtomicU8::new(QUEUED),
+            status,
+        })
+    }
+
+    /// The inference thread takes the job; `false` if its caller abandoned it while it
+    /// waited (its queue slot was given back then).
+    pub(super) fn start(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
 /// Stops a generation from any thread. Cloning shares the flag.
-#[derive(Debug, Clone, Default)]
-pub struct CancelHandle(pub(super) Arc<AtomicBool>);
+#[derive(Debug, Clone)]
+pub struct CancelHandle(pub(super) Arc<JobShared>);
 
 impl CancelHandle {
     /// Ask the generation to stop; it ends after the token being committed, its KV
-    /// cells are freed and the stream finishes with [`FinishReason::Cancelled`].
+    /// cells are freed and the stream finishes with [`FinishReason::Cancelled`]. A request
+    /// still waiting in the queue leaves it at once.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        let j = &self.0;
+        j.cancelled.store(true, Ordering::Release);
+        if j.state
+            .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            j.status.leave_queue();
+        }
     }
 
     /// Whether cancellation was asked for.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.cancelled.load(Ordering::Acquire)
     }
 }
 

@@ -33,25 +33,35 @@ fn run(
     jobs: Receiver<Job>,
 ) {
     while let Ok(job) = jobs.recv() {
-        status.queued.fetch_sub(1, Ordering::AcqRel);
-        // A client that left while waiting costs nothing.
-        if job.cancel.is_cancelled() || job.tx.is_closed() {
+        if !job.cancel.0.start() {
+            // Abandoned while waiting: its slot was given back then.
             status.served.fetch_add(1, Ordering::Relaxed);
             status.cancelled.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        status.busy.store(true, Ordering::Relaxed);
-        let outcome = run_job(&mut session, lazy_head.clone(), info, &job);
+        status.leave_queue();
+        if job.tx.is_closed() || status.closing.load(Ordering::Acquire) {
+            status.served.fetch_add(1, Ordering::Relaxed);
+            status.cancelled.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        status.busy.store(true, Ordering::Release);
+        // A panic in a generation (a bug) fails that request, not the engine.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(&mut session, lazy_head.clone(), info, status, &job)
+        }))
+        .unwrap_or_else(|_| Err(ApiError::Generation("internal error (see the log)".into())));
         // Free the KV cells now rather than at the next request's start.
         session.ctx.clear();
         status
             .kv_tokens
             .store(session.ctx.kv_len(), Ordering::Relaxed);
-        status.busy.store(false, Ordering::Relaxed);
         status.served.fetch_add(1, Ordering::Relaxed);
         if matches!(&outcome, Ok(f) if f.reason == FinishReason::Cancelled) {
             status.cancelled.fetch_add(1, Ordering::Relaxed);
         }
+        // Counters first, then `busy`: whoever sees the engine idle sees them updated.
+        status.busy.store(false, Ordering::Release);
         let _ = job.tx.send(match outcome {
             Ok(f) => Event::Done(f),
             Err(e) => Event::Failed(e),
@@ -63,6 +73,7 @@ fn run_job(
     session: &mut Session,
     lazy_head: Option<Arc<OutputHead>>,
     info: &EngineInfo,
+    status: &EngineStatus,
     job: &Job,
 ) -> Result<Finish, ApiError> {
     let gen_err = |e: crate::session::SessionError| ApiError::Generation(e.to_string());
@@ -93,7 +104,10 @@ fn run_job(
             &mut |t| {
                 let text = stops.push(&utf8.push(&model.token_bytes(t)));
                 send(text);
-                !(client_gone.get() || stops.stopped() || job.cancel.is_cancelled())
+                !(client_gone.get()
+                    || stops.stopped()
+                    || job.cancel.is_cancelled()
+                    || status.closing.load(Ordering::Relaxed))
             },
         )
         .map_err(gen_err)?;

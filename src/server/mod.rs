@@ -85,11 +85,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind((cfg.host.as_str(), cfg.port)).await?;
     on_ready(listener.local_addr()?);
-    axum::serve(listener, router(engine, cfg))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    // Ctrl-C ends at once: dropping the open streams cancels their generations, and
+    // dropping the engine stops the running one at its next token.
+    tokio::select! {
+        r = axum::serve(listener, router(engine, cfg)) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
 }
 
 /// Constant-time comparison, so the key cannot be guessed byte by byte from timings.
@@ -99,11 +100,14 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
 
 async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &st.cfg.api_key {
+        // The scheme name is case-insensitive (RFC 9110).
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, k)| k);
         match given {
             None => {
                 return HttpError::unauthorized(
@@ -212,7 +216,15 @@ async fn answer(
         return Err(HttpError::unknown_model(m, &st.cfg.model_id));
     }
     let request = body.to_request(endpoint, &st.cfg.limits)?;
-    let mut stream = st.engine.generate(&request)?;
+    // Tokenizing a large prompt takes a while: off the HTTP thread.
+    let engine = st.engine.clone();
+    let mut stream = tokio::task::spawn_blocking(move || engine.generate(&request))
+        .await
+        .map_err(|_| {
+            HttpError::from(crate::api::ApiError::Generation(
+                "tokenizer task failed".into(),
+            ))
+        })??;
     let id = format!(
         "{}-{:x}{:08x}",
         match endpoint {

@@ -148,10 +148,16 @@ impl Body {
                 limits.max_tokens
             ));
         }
+        let top_p = self.top_p.unwrap_or(1.0);
         let sampling = SamplingConfig {
-            temp: self.temperature.unwrap_or(1.0),
+            // top_p = 0 keeps only the most likely token: greedy (OpenAI accepts 0).
+            temp: if top_p == 0.0 {
+                0.0
+            } else {
+                self.temperature.unwrap_or(1.0)
+            },
             top_k: self.top_k.unwrap_or(0) as usize,
-            top_p: self.top_p.unwrap_or(1.0),
+            top_p: if top_p == 0.0 { 1.0 } else { top_p },
             // No seed: a fresh one per request, as OpenAI samples.
             seed: self.seed.map(|s| s as u64).unwrap_or_else(fresh_seed),
         };
