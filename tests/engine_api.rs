@@ -19,6 +19,16 @@ fn engine(draft: DraftSpec) -> Engine {
         .expect("engine")
 }
 
+/// The README promises that an `Engine` can be shared between threads.
+#[test]
+fn engine_and_streams_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Engine>();
+    send::<tandem::api::TextStream>();
+    send_sync::<tandem::api::CancelHandle>();
+}
+
 #[test]
 fn streamed_text_is_the_drafted_and_the_plain_answer() {
     let _x = common::exclusive();
