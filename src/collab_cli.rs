@@ -114,7 +114,7 @@ pub fn open(names: &[String], c: &Common) -> Result<Vec<Context>> {
                 &ContextParams {
                     n_ctx: c.ctx_size,
                     n_threads: c.threads,
-                    n_batch: ((c.draft_max + 1).max(512) as u32).min(c.ctx_size),
+                    n_batch: ContextParams::verify_batch(c.draft_max, c.ctx_size),
                     flash_attn: None,
                 },
             )?)

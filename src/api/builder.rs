@@ -178,13 +178,12 @@ impl EngineBuilder {
         } else {
             self.draft_max
         };
-        let n_batch = (draft_max as u32 + 1).max(512).min(self.n_ctx);
         let cfg = SessionConfig {
             model: self.model.clone(),
             context: ContextParams {
                 n_ctx: self.n_ctx,
                 n_threads: self.threads.unwrap_or_else(default_threads),
-                n_batch,
+                n_batch: ContextParams::verify_batch(draft_max, self.n_ctx),
                 flash_attn: None,
             },
             model_params: ModelParams {

@@ -180,20 +180,13 @@ impl Engine {
     /// The prompt's tokens as the engine will feed them.
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<Token>, ApiError> {
         let tokens = match prompt {
-            Prompt::Raw(t) => self.model.tokenize(t, true, false),
+            Prompt::Raw(t) => self.model.prompt_tokens(t, true),
             Prompt::Chat(msgs) => {
                 let pairs: Vec<(&str, &str)> = msgs
                     .iter()
                     .map(|m| (m.role.as_str(), m.content.as_str()))
                     .collect();
-                match self.model.apply_chat_template_messages(&pairs) {
-                    Ok(Some(text)) => self.model.tokenize(&text, true, true),
-                    Ok(None) => {
-                        let joined: Vec<&str> = msgs.iter().map(|m| m.content.as_str()).collect();
-                        self.model.tokenize(&joined.join("\n"), true, false)
-                    }
-                    Err(e) => Err(e),
-                }
+                self.model.chat_tokens(&pairs)
             }
         };
         tokens.map_err(|e| ApiError::BadRequest(e.to_string()))

@@ -33,14 +33,12 @@ fn run(
     jobs: Receiver<Job>,
 ) {
     while let Ok(job) = jobs.recv() {
-        if !job.cancel.0.start() {
-            // Abandoned while waiting: its slot was given back then.
-            status.served.fetch_add(1, Ordering::Relaxed);
-            status.cancelled.fetch_add(1, Ordering::Relaxed);
-            continue;
+        // A job abandoned while waiting gave its queue slot back then.
+        let taken = job.cancel.0.start();
+        if taken {
+            status.leave_queue();
         }
-        status.leave_queue();
-        if job.tx.is_closed() || status.closing.load(Ordering::Acquire) {
+        if !taken || job.tx.is_closed() || status.closing.load(Ordering::Acquire) {
             status.served.fetch_add(1, Ordering::Relaxed);
             status.cancelled.fetch_add(1, Ordering::Relaxed);
             continue;

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -166,30 +166,23 @@ async fn model(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Respo
     }
 }
 
-async fn completions(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    req: Request,
-) -> Response {
-    answer(st, Endpoint::Completions, headers, req)
+async fn completions(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    answer(st, Endpoint::Completions, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn chat_completions(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    req: Request,
-) -> Response {
-    answer(st, Endpoint::Chat, headers, req)
+async fn chat_completions(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    answer(st, Endpoint::Chat, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Read the body within the size limit and parse it.
-async fn read_body(st: &AppState, headers: &HeaderMap, req: Request) -> Result<Body, HttpError> {
+async fn read_body(st: &AppState, req: Request) -> Result<Body, HttpError> {
     let limit = st.cfg.max_body;
-    let declared = headers
+    let declared = req
+        .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
@@ -206,10 +199,9 @@ async fn read_body(st: &AppState, headers: &HeaderMap, req: Request) -> Result<B
 async fn answer(
     st: Arc<AppState>,
     endpoint: Endpoint,
-    headers: HeaderMap,
     req: Request,
 ) -> Result<Response, HttpError> {
-    let body = read_body(&st, &headers, req).await?;
+    let body = read_body(&st, req).await?;
     if let Some(m) = &body.model
         && m != &st.cfg.model_id
     {
@@ -225,18 +217,18 @@ async fn answer(
                 "tokenizer task failed".into(),
             ))
         })??;
+    let created = now();
     let id = format!(
-        "{}-{:x}{:08x}",
+        "{}-{created:x}{:08x}",
         match endpoint {
             Endpoint::Chat => "chatcmpl",
             Endpoint::Completions => "cmpl",
         },
-        now(),
         rand_suffix()
     );
     let header = sse::ChunkHeader {
         id,
-        created: now(),
+        created,
         model: st.cfg.model_id.clone(),
         endpoint,
         include_usage: body.include_usage(),

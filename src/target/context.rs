@@ -30,6 +30,15 @@ impl Default for ContextParams {
     }
 }
 
+impl ContextParams {
+    /// Largest decode for speculative decoding with drafts of up to `draft_max` tokens:
+    /// room for a verification batch (the draft plus the last token) and at least 512
+    /// (prompt chunks), never more than the context.
+    pub fn verify_batch(draft_max: usize, n_ctx: u32) -> u32 {
+        ((draft_max + 1).max(512) as u32).min(n_ctx)
+    }
+}
+
 /// Threads to use by default: the available parallelism, clamped to 1..=16.
 pub fn default_threads() -> i32 {
     std::thread::available_parallelism()

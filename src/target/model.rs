@@ -233,21 +233,24 @@ impl Model {
     /// Tokenize a user prompt the way a chat front end would: through the model's chat
     /// template unless `raw` or the model has none (then as plain text with BOS).
     pub fn prompt_tokens(&self, prompt: &str, raw: bool) -> Result<Vec<Token>> {
-        let templated = if raw {
-            None
+        if raw {
+            self.tokenize(prompt, true, false)
         } else {
-            self.apply_chat_template(prompt)?
-        };
-        match templated {
-            Some(t) => self.tokenize(&t, true, true),
-            None => self.tokenize(prompt, true, false),
+            self.chat_tokens(&[("user", prompt)])
         }
     }
 
-    /// Render a single user turn with the model's own chat template, ending with the
-    /// assistant's opening tag. `None` if the model has no template.
-    pub fn apply_chat_template(&self, user: &str) -> Result<Option<String>> {
-        self.apply_chat_template_messages(&[("user", user)])
+    /// Tokenize a conversation (`(role, content)` pairs) through the model's chat
+    /// template, ending where the assistant's next turn begins; a model without a
+    /// template gets the contents joined by newlines, as plain text with BOS.
+    pub fn chat_tokens(&self, messages: &[(&str, &str)]) -> Result<Vec<Token>> {
+        match self.apply_chat_template_messages(messages)? {
+            Some(t) => self.tokenize(&t, true, true),
+            None => {
+                let contents: Vec<&str> = messages.iter().map(|(_, c)| *c).collect();
+                self.tokenize(&contents.join("\n"), true, false)
+            }
+        }
     }
 
     /// Render a conversation (`(role, content)` pairs: system, user, assistant) with the
