@@ -2,7 +2,8 @@
 //! SmolLM2 target:
 //!
 //! * a network exported to a `dflash` GGUF, loaded by Tandem's drafter, gives the same
-//!   logits as the training network on the same target features (F32 export: max |Δ| ≤
+//!   logits as the training network on the same target features, the training-time feature
+//!   scale folded into the export (F32 export: max |Δ| ≤
 //!   1e-3 of the logits' scale — summation order only; F16: ≤ 2e-2, the weights' and the
 //!   activations' rounding to f16);
 //! * `tandem distill run` with a tiny budget makes a drafter that `generate` uses, output
@@ -56,11 +57,24 @@ fn exported_drafter_gives_the_training_networks_logits() {
     let mut feats = Vec::new();
     ctx.features_into(0..toks.len() - 1, &mut feats).unwrap();
     let c = toks.len() - 1;
+    // Training divides features by a per-feature scale (here: their RMS over rows 1..);
+    // export folds it into fc.weight, so Tandem is fed the raw features.
+    let nf = feats.len() / c;
+    let scale: Vec<f32> = (0..nf)
+        .map(|j| {
+            let ss: f32 = feats.chunks(nf).skip(1).map(|r| r[j] * r[j]).sum();
+            (ss / (c - 1) as f32).sqrt().max(1e-3)
+        })
+        .collect();
+    let scaled: Vec<f32> = feats
+        .chunks(nf)
+        .flat_map(|r| r.iter().zip(&scale).map(|(x, s)| x / s))
+        .collect();
     let rec = Record {
         prompt_index: 0,
         n_prompt: toks.len(),
         tokens: toks.clone(),
-        features: feats.clone(),
+        features: scaled,
     };
     let block = BlockOptions {
         block_size: 16,
@@ -80,7 +94,7 @@ fn exported_drafter_gives_the_training_networks_logits() {
     let dir = tempfile::tempdir().unwrap();
     for (wtype, tol) in [(GgmlType::F32, 1e-3f32), (GgmlType::F16, 2e-2)] {
         let path = dir.path().join(format!("d-{wtype:?}.gguf"));
-        export(&net, &vocab, &tg, &path, wtype).unwrap();
+        export(&net, &vocab, &scale, &tg, &path, wtype).unwrap();
         let head = common::head(&model);
         let ours = DflashModel::load(&path, &model, || Some(head.clone()), 2).unwrap();
         let mut cache = ours.new_cache();

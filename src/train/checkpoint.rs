@@ -26,6 +26,10 @@ pub struct TrainState {
     pub seconds: f64,
     /// Validation results, one per checkpoint.
     pub history: Vec<ValStats>,
+    /// Per-feature scale the network's inputs are divided by (see
+    /// `train::feature_scale`); empty in checkpoints from before it existed (no scaling).
+    #[serde(default)]
+    pub feature_scale: Vec<f32>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

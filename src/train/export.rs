@@ -10,10 +10,14 @@ use crate::gguf::{GgmlType, Gguf, GgufError};
 use crate::gguf_write::GgufWriter;
 
 /// Write `net` to `out`; matrices as `wtype` (F32, F16, BF16, Q8_0), norms as F32. The file
-/// is written beside `out` and renamed into place.
+/// is written beside `out` and renamed into place. `feature_scale` (empty: none) is what the
+/// network's feature inputs were divided by in training; it is folded into `fc.weight`
+/// (`W · diag(1/s)`), so the exported drafter takes the target's raw features — the format
+/// and llama.cpp's graph stay unchanged.
 pub fn export(
     net: &Net,
     vocab: &DraftVocab,
+    feature_scale: &[f32],
     target: &Gguf,
     out: &Path,
     wtype: GgmlType,
@@ -23,10 +27,17 @@ pub fn export(
         .write_header(&mut w, target, "tandem trained dflash drafter")?;
     for (name, p) in &net.params {
         let t = p.as_tensor();
-        let data: Vec<f32> = t
+        let mut data: Vec<f32> = t
             .flatten_all()
             .and_then(|x| x.to_vec1())
             .expect("f32 parameters");
+        if name == "fc.weight" && !feature_scale.is_empty() {
+            for row in data.chunks_mut(feature_scale.len()) {
+                for (w, s) in row.iter_mut().zip(feature_scale) {
+                    *w /= s;
+                }
+            }
+        }
         let dims: Vec<u64> = t.dims().iter().rev().map(|&d| d as u64).collect();
         let ty = if dims.len() == 1 {
             GgmlType::F32

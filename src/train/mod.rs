@@ -169,12 +169,53 @@ struct Ctx {
     block: BlockOptions,
     train_ids: Vec<usize>,
     val_ids: Vec<usize>,
+    /// Per-feature divisor of the network's inputs (empty: none).
+    scale: Vec<f32>,
 }
 
 impl Ctx {
+    /// Record `i` with its features divided by the feature scale.
     fn read(&self, i: usize) -> Result<Record, TrainError> {
-        Ok(self.shards.read(i)?)
+        let mut r = self.shards.read(i)?;
+        if !self.scale.is_empty() {
+            for row in r.features.chunks_mut(self.scale.len()) {
+                for (x, s) in row.iter_mut().zip(&self.scale) {
+                    *x /= s;
+                }
+            }
+        }
+        Ok(r)
     }
+}
+
+/// Records sampled for the feature scale.
+const SCALE_RECORDS: usize = 64;
+
+/// Per-feature root mean square over the context rows of (up to) `SCALE_RECORDS` training
+/// records, position 0 left out. Why: the target's residual stream has a few "massive"
+/// dimensions (SmolLM2: one dimension of layer 28 carries ~45% of the energy, and layers
+/// 1/15/28 differ ~13× in scale); fed raw, the drafter's `fc` + norm drown every other
+/// feature in them and it learns little more than a bigram. Dividing by this scale (and
+/// folding it into `fc.weight` on export) gives every feature an equal start. Position 0
+/// (the attention sink, ~100× larger still) would dominate the estimate.
+fn feature_scale(shards: &Shards, ids: &[usize]) -> Result<Vec<f32>, TrainError> {
+    let nf = shards.meta.n_features;
+    let mut sumsq = vec![0f64; nf];
+    let mut rows = 0usize;
+    let step = (ids.len() / SCALE_RECORDS).max(1);
+    for &i in ids.iter().step_by(step).take(SCALE_RECORDS) {
+        let r = shards.read(i)?;
+        for row in r.features.chunks(nf).skip(1) {
+            for (a, &x) in sumsq.iter_mut().zip(row) {
+                *a += (x as f64) * (x as f64);
+            }
+            rows += 1;
+        }
+    }
+    Ok(sumsq
+        .iter()
+        .map(|&a| ((a / rows.max(1) as f64).sqrt() as f32).max(1e-3))
+        .collect())
 }
 
 /// Train on the data in `data` for the target GGUF `target`; checkpoints and the drafter
@@ -236,6 +277,7 @@ pub fn train(
             let net = Net::new(shape.clone(), head, o.seed)?;
             let opt = AdamW::new(&net)?;
             let coverage = vocab.coverage(&counts);
+            let feature_scale = feature_scale(&shards, &train_ids)?;
             (
                 net,
                 opt,
@@ -245,6 +287,7 @@ pub fn train(
                     coverage,
                     seconds: 0.0,
                     history: Vec::new(),
+                    feature_scale,
                 },
             )
         }
@@ -265,6 +308,7 @@ pub fn train(
         block,
         train_ids,
         val_ids,
+        scale: state.feature_scale.clone(),
     };
     let drafter = out.join("drafter.gguf");
     let start = state.step;
@@ -305,7 +349,14 @@ pub fn train(
             state.history.push(v.clone());
             state.seconds = seconds_before + run0.elapsed().as_secs_f64();
             checkpoint::save(out, &net, &opt, &state)?;
-            export::export(&net, &ctx.vocab, &tg, &drafter, crate::gguf::GgmlType::F16)?;
+            export::export(
+                &net,
+                &ctx.vocab,
+                &ctx.scale,
+                &tg,
+                &drafter,
+                crate::gguf::GgmlType::F16,
+            )?;
             last_val = Some(v.clone());
             val = Some(v);
         }
@@ -319,7 +370,14 @@ pub fn train(
         });
     }
     if start >= o.steps && !drafter.exists() {
-        export::export(&net, &ctx.vocab, &tg, &drafter, crate::gguf::GgmlType::F16)?;
+        export::export(
+            &net,
+            &ctx.vocab,
+            &ctx.scale,
+            &tg,
+            &drafter,
+            crate::gguf::GgmlType::F16,
+        )?;
     }
     Ok(TrainSummary {
         drafter,
