@@ -31,12 +31,8 @@ pub fn export(
             .flatten_all()
             .and_then(|x| x.to_vec1())
             .expect("f32 parameters");
-        if name == "fc.weight" && !feature_scale.is_empty() {
-            for row in data.chunks_mut(feature_scale.len()) {
-                for (w, s) in row.iter_mut().zip(feature_scale) {
-                    *w /= s;
-                }
-            }
+        if name == "fc.weight" {
+            super::divide_columns(&mut data, feature_scale);
         }
         let dims: Vec<u64> = t.dims().iter().rev().map(|&d| d as u64).collect();
         let ty = if dims.len() == 1 {

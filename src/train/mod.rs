@@ -22,7 +22,7 @@ use std::time::Instant;
 use crate::distill::{Record, ShardError, Shards};
 use crate::draft::diffusion::Embeddings;
 use crate::draft::diffusion::format::DflashShape;
-use crate::gguf::{Gguf, GgufError};
+use crate::gguf::{GgmlType, Gguf, GgufError};
 use crate::sampling::Rng;
 pub use checkpoint::TrainState;
 pub use data::{BlockOptions, DraftVocab};
@@ -177,14 +177,22 @@ impl Ctx {
     /// Record `i` with its features divided by the feature scale.
     fn read(&self, i: usize) -> Result<Record, TrainError> {
         let mut r = self.shards.read(i)?;
-        if !self.scale.is_empty() {
-            for row in r.features.chunks_mut(self.scale.len()) {
-                for (x, s) in row.iter_mut().zip(&self.scale) {
-                    *x /= s;
-                }
-            }
-        }
+        divide_columns(&mut r.features, &self.scale);
         Ok(r)
+    }
+}
+
+/// Divide every row of the row-major `data` (rows as wide as `scale`) by `scale`, column
+/// by column; an empty `scale` leaves `data` as it is. Training scales feature rows with
+/// it, export folds the same scale into `fc.weight`'s rows.
+pub fn divide_columns(data: &mut [f32], scale: &[f32]) {
+    if scale.is_empty() {
+        return;
+    }
+    for row in data.chunks_mut(scale.len()) {
+        for (x, s) in row.iter_mut().zip(scale) {
+            *x /= s;
+        }
     }
 }
 
@@ -311,6 +319,8 @@ pub fn train(
         scale: state.feature_scale.clone(),
     };
     let drafter = out.join("drafter.gguf");
+    let export_drafter =
+        |net: &Net| export::export(net, &ctx.vocab, &ctx.scale, &tg, &drafter, GgmlType::F16);
     let start = state.step;
     let mut last_val = state.history.last().cloned();
     let run0 = Instant::now();
@@ -349,14 +359,7 @@ pub fn train(
             state.history.push(v.clone());
             state.seconds = seconds_before + run0.elapsed().as_secs_f64();
             checkpoint::save(out, &net, &opt, &state)?;
-            export::export(
-                &net,
-                &ctx.vocab,
-                &ctx.scale,
-                &tg,
-                &drafter,
-                crate::gguf::GgmlType::F16,
-            )?;
+            export_drafter(&net)?;
             last_val = Some(v.clone());
             val = Some(v);
         }
@@ -370,14 +373,7 @@ pub fn train(
         });
     }
     if start >= o.steps && !drafter.exists() {
-        export::export(
-            &net,
-            &ctx.vocab,
-            &ctx.scale,
-            &tg,
-            &drafter,
-            crate::gguf::GgmlType::F16,
-        )?;
+        export_drafter(&net)?;
     }
     Ok(TrainSummary {
         drafter,
