@@ -228,9 +228,13 @@ fn collect(a: CollectArgs) -> Result<()> {
         .iter()
         .map(|t| session.prompt_tokens(t, a.raw).map_err(|e| e.to_string()))
         .collect();
+    let how_many = if a.limit > 0 && a.limit < prompts.len() {
+        format!("up to {} new of {}", a.limit, prompts.len())
+    } else {
+        prompts.len().to_string()
+    };
     eprintln!(
-        "collecting {} prompts × up to {} tokens from {} (layers {:?}) into {}",
-        prompts.len(),
+        "collecting {how_many} prompts × up to {} tokens from {} (layers {:?}) into {}",
         a.max_new,
         session.model.description(),
         layers,

@@ -159,11 +159,15 @@ fn bad_engine_settings_are_clear_setup_errors() {
     assert!(setup(Engine::builder(MODEL).context_size(8)).contains("--ctx-size"));
     assert!(setup(Engine::builder(MODEL).max_queue(0)).contains("queue"));
     assert!(setup(Engine::builder("/nonexistent/model.gguf")).contains("model.gguf"));
+    // A GGUF the manifest does not know (a link to the real model under another name)
+    // has no shipped drafter.
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = dir.path().join("unregistered.gguf");
+    std::os::unix::fs::symlink(tandem::models::resolve(MODEL).unwrap(), &unknown).unwrap();
     assert!(
-        setup(Engine::builder("gemma3-270m").draft("diffusion".parse().unwrap()))
+        setup(Engine::builder(unknown.to_str().unwrap()).draft("diffusion".parse().unwrap()))
             .contains("no shipped drafter")
     );
-    let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.gguf");
     std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").unwrap();
     let m = setup(Engine::builder(bad.to_str().unwrap()));

@@ -27,8 +27,17 @@ use tandem::train::net::Net;
 
 #[test]
 fn exported_drafter_gives_the_training_networks_logits() {
+    exported_drafter_matches_training("smollm2-135m");
+}
+
+#[test]
+fn exported_gemma3_drafter_gives_the_training_networks_logits() {
+    exported_drafter_matches_training("gemma3-270m");
+}
+
+fn exported_drafter_matches_training(name: &str) {
     let _g = common::exclusive();
-    let model = common::model("smollm2-135m", false);
+    let model = common::model(name, false);
     let tg = Gguf::open(Path::new(model.path())).unwrap();
     let shape = DflashShape::for_target(&tg, 2, &[], 16);
     let embd = Embeddings::of_target(&tg).unwrap();
@@ -57,19 +66,12 @@ fn exported_drafter_gives_the_training_networks_logits() {
     let mut feats = Vec::new();
     ctx.features_into(0..toks.len() - 1, &mut feats).unwrap();
     let c = toks.len() - 1;
-    // Training divides features by a per-feature scale (here: their RMS over rows 1..);
-    // export folds it into fc.weight, so Tandem is fed the raw features.
+    // Training divides features by a per-feature scale (their RMS, the library's own
+    // rule); export folds it into fc.weight, so Tandem is fed the raw features.
     let nf = feats.len() / c;
-    let scale: Vec<f32> = (0..nf)
-        .map(|j| {
-            let ss: f32 = feats.chunks(nf).skip(1).map(|r| r[j] * r[j]).sum();
-            (ss / (c - 1) as f32).sqrt().max(1e-3)
-        })
-        .collect();
-    let scaled: Vec<f32> = feats
-        .chunks(nf)
-        .flat_map(|r| r.iter().zip(&scale).map(|(x, s)| x / s))
-        .collect();
+    let scale = tandem::train::feature_rms(std::iter::once(feats.as_slice()), nf);
+    let mut scaled = feats.clone();
+    tandem::train::divide_columns(&mut scaled, &scale);
     let rec = Record {
         prompt_index: 0,
         n_prompt: toks.len(),

@@ -77,6 +77,20 @@ pub struct DistillMeta {
     pub max_new: usize,
 }
 
+/// Largest finite f16. Features are stored saturated to it: Gemma 3's attention-sink
+/// position (0) carries a few values beyond it, and an infinity there turns every
+/// training step into NaNs.
+const F16_MAX: f32 = 65504.0;
+
+/// An infinity read back (data written before features were saturated) as `±F16_MAX`.
+fn saturate(x: f32) -> f32 {
+    if x.is_infinite() {
+        F16_MAX.copysign(x)
+    } else {
+        x
+    }
+}
+
 /// One prompt and its continuation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -219,7 +233,7 @@ impl Shards {
             buf.extend_from_slice(&t.to_le_bytes());
         }
         for &x in &r.features {
-            buf.extend_from_slice(&f32_to_f16(x).to_le_bytes());
+            buf.extend_from_slice(&f32_to_f16(x.clamp(-F16_MAX, F16_MAX)).to_le_bytes());
         }
         let name = shard_name(self.shard_no);
         let p = self.dir.join(&name);
@@ -302,7 +316,7 @@ impl Shards {
             .collect();
         let features = buf[20 + 4 * n..]
             .chunks_exact(2)
-            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .map(|b| saturate(f16_to_f32(u16::from_le_bytes([b[0], b[1]]))))
             .collect();
         Ok(Record {
             prompt_index,
@@ -402,5 +416,18 @@ mod tests {
         m.max_new = 9;
         let e = Shards::open(dir.path(), m).unwrap_err();
         assert!(e.to_string().contains("different settings"), "{e}");
+    }
+
+    #[test]
+    fn features_beyond_f16_are_stored_saturated_not_infinite() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Shards::open(dir.path(), meta()).unwrap();
+        let mut r = rec(0, 2);
+        r.features[..4].copy_from_slice(&[1e6, -3e5, f32::INFINITY, 2.5]);
+        s.append(&r).unwrap();
+        let back = s.read(0).unwrap().features;
+        assert_eq!(back[..4], [F16_MAX, -F16_MAX, F16_MAX, 2.5]);
+        // Data written before saturation holds f16 infinities; they read back saturated.
+        assert_eq!(saturate(f32::NEG_INFINITY), -F16_MAX);
     }
 }

@@ -35,7 +35,11 @@ pub fn export(
             super::divide_columns(&mut data, feature_scale);
         }
         let dims: Vec<u64> = t.dims().iter().rev().map(|&d| d as u64).collect();
-        let ty = if dims.len() == 1 {
+        // fc.weight multiplies the target's raw residual stream, which can exceed f16's
+        // range (Gemma 3's attention-sink position does); an F16 weight makes ggml and
+        // Tandem round those activations to f16 — infinities, then NaN everywhere. F32
+        // keeps the product in f32 (1.2 M weights on Gemma: +2.5 MB).
+        let ty = if dims.len() == 1 || name == "fc.weight" {
             GgmlType::F32
         } else {
             wtype

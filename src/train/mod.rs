@@ -208,22 +208,31 @@ const SCALE_RECORDS: usize = 64;
 /// (the attention sink, ~100× larger still) would dominate the estimate.
 fn feature_scale(shards: &Shards, ids: &[usize]) -> Result<Vec<f32>, TrainError> {
     let nf = shards.meta.n_features;
+    let step = (ids.len() / SCALE_RECORDS).max(1);
+    let mut records = Vec::new();
+    for &i in ids.iter().step_by(step).take(SCALE_RECORDS) {
+        records.push(shards.read(i)?.features);
+    }
+    Ok(feature_rms(records.iter().map(|f| f.as_slice()), nf))
+}
+
+/// Per-feature root mean square over the rows of every feature block in `records`
+/// (row-major, `nf` wide), each block's row 0 left out (see `feature_scale`); at least 1e-3.
+pub fn feature_rms<'a>(records: impl Iterator<Item = &'a [f32]>, nf: usize) -> Vec<f32> {
     let mut sumsq = vec![0f64; nf];
     let mut rows = 0usize;
-    let step = (ids.len() / SCALE_RECORDS).max(1);
-    for &i in ids.iter().step_by(step).take(SCALE_RECORDS) {
-        let r = shards.read(i)?;
-        for row in r.features.chunks(nf).skip(1) {
+    for features in records {
+        for row in features.chunks(nf).skip(1) {
             for (a, &x) in sumsq.iter_mut().zip(row) {
                 *a += (x as f64) * (x as f64);
             }
             rows += 1;
         }
     }
-    Ok(sumsq
+    sumsq
         .iter()
         .map(|&a| ((a / rows.max(1) as f64).sqrt() as f32).max(1e-3))
-        .collect())
+        .collect()
 }
 
 /// Train on the data in `data` for the target GGUF `target`; checkpoints and the drafter
@@ -343,6 +352,13 @@ pub fn train(
             )?;
             let (loss, _) = net.loss(&b)?;
             let l = loss.to_scalar::<f32>()? as f64;
+            // Stop before a non-finite loss poisons the weights (and every later checkpoint).
+            if !l.is_finite() {
+                return Err(TrainError::Data(format!(
+                    "training diverged at step {step}: loss {l} on record {id} \
+                     (non-finite features in the data, or try a lower --lr)"
+                )));
+            }
             let grads = loss.backward()?;
             opt.step(&net, &grads, lr)?;
             loss_avg = if loss_avg.is_nan() {
