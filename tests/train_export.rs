@@ -1,5 +1,5 @@
-//! The training program's export round trip and the `tandem distill` pipeline, on the real
-//! SmolLM2 target:
+//! The training program's export round trip (on the real SmolLM2 and Gemma 3 targets — Gemma's
+//! features exceed f16's range) and the `tandem distill` pipeline (on SmolLM2):
 //!
 //! * a network exported to a `dflash` GGUF, loaded by Tandem's drafter, gives the same
 //!   logits as the training network on the same target features, the training-time feature

@@ -100,7 +100,7 @@ pub struct Record {
     pub n_prompt: usize,
     /// Prompt and continuation tokens.
     pub tokens: Vec<Token>,
-    /// `(tokens.len() − 1) × n_features`, rounded to f16.
+    /// `(tokens.len() − 1) × n_features`, rounded to f16 (saturated at ±65,504).
     pub features: Vec<f32>,
 }
 
