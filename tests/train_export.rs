@@ -69,7 +69,9 @@ fn exported_drafter_matches_training(name: &str) {
     // Training divides features by a per-feature scale (their RMS, the library's own
     // rule); export folds it into fc.weight, so Tandem is fed the raw features.
     let nf = feats.len() / c;
-    let scale = tandem::train::feature_rms(std::iter::once(feats.as_slice()), nf);
+    let mut rms = tandem::train::FeatureRms::new(nf);
+    rms.add(&feats);
+    let scale = rms.finish();
     let mut scaled = feats.clone();
     tandem::train::divide_columns(&mut scaled, &scale);
     let rec = Record {

@@ -9,8 +9,9 @@ for p in d['prompts']:
     for s in p['summaries']:
         cats.setdefault(p['category'],{}).setdefault(s['config'],[]).append(s)
 def fmt(ss):
-    # steps-weighted: tokens per step = total tokens / total steps (128 tokens each)
-    steps=sum(128/s['tokens_per_step'] for s in ss); tps=128*len(ss)/steps
+    # total tokens / total steps; every run generates max_tokens (the bench's -n)
+    n=d['max_tokens']
+    steps=sum(n/s['tokens_per_step'] for s in ss); tps=n*len(ss)/steps
     acc=st.mean(s['acceptance'] for s in ss)
     return f"{tps:.2f} ({acc*100:.0f}%)"
 print('| category | '+' | '.join(cfgs)+' |'); print('|---'*(len(cfgs)+1)+'|')

@@ -207,32 +207,48 @@ const SCALE_RECORDS: usize = 64;
 /// folding it into `fc.weight` on export) gives every feature an equal start. Position 0
 /// (the attention sink, ~100× larger still) would dominate the estimate.
 fn feature_scale(shards: &Shards, ids: &[usize]) -> Result<Vec<f32>, TrainError> {
-    let nf = shards.meta.n_features;
+    let mut rms = FeatureRms::new(shards.meta.n_features);
     let step = (ids.len() / SCALE_RECORDS).max(1);
-    let mut records = Vec::new();
     for &i in ids.iter().step_by(step).take(SCALE_RECORDS) {
-        records.push(shards.read(i)?.features);
+        rms.add(&shards.read(i)?.features);
     }
-    Ok(feature_rms(records.iter().map(|f| f.as_slice()), nf))
+    Ok(rms.finish())
 }
 
-/// Per-feature root mean square over the rows of every feature block in `records`
-/// (row-major, `nf` wide), each block's row 0 left out (see `feature_scale`); at least 1e-3.
-pub fn feature_rms<'a>(records: impl Iterator<Item = &'a [f32]>, nf: usize) -> Vec<f32> {
-    let mut sumsq = vec![0f64; nf];
-    let mut rows = 0usize;
-    for features in records {
-        for row in features.chunks(nf).skip(1) {
-            for (a, &x) in sumsq.iter_mut().zip(row) {
-                *a += (x as f64) * (x as f64);
-            }
-            rows += 1;
+/// Per-feature root mean square, accumulated record by record (so that no more than one
+/// record's features are held): every row of a record's row-major feature block but its
+/// row 0 (see `feature_scale`).
+pub struct FeatureRms {
+    sumsq: Vec<f64>,
+    rows: usize,
+}
+
+impl FeatureRms {
+    /// An empty accumulator for rows `nf` features wide.
+    pub fn new(nf: usize) -> Self {
+        Self {
+            sumsq: vec![0.0; nf],
+            rows: 0,
         }
     }
-    sumsq
-        .iter()
-        .map(|&a| ((a / rows.max(1) as f64).sqrt() as f32).max(1e-3))
-        .collect()
+
+    /// Add one record's features (row-major), its row 0 left out.
+    pub fn add(&mut self, features: &[f32]) {
+        for row in features.chunks(self.sumsq.len()).skip(1) {
+            for (a, &x) in self.sumsq.iter_mut().zip(row) {
+                *a += (x as f64) * (x as f64);
+            }
+            self.rows += 1;
+        }
+    }
+
+    /// The root mean square of every feature, at least 1e-3.
+    pub fn finish(&self) -> Vec<f32> {
+        self.sumsq
+            .iter()
+            .map(|&a| ((a / self.rows.max(1) as f64).sqrt() as f32).max(1e-3))
+            .collect()
+    }
 }
 
 /// Train on the data in `data` for the target GGUF `target`; checkpoints and the drafter
