@@ -1,16 +1,11 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian/Ubuntu machine lacks to build and run Tandem:
 # cmake and a C++ compiler (llama.cpp), libclang (bindgen), python3 + pip (model fetch).
+# Each check asks for the thing the build actually uses (scripts/lib/detect.sh).
 set -euo pipefail
+. "$(dirname "$0")/lib/detect.sh"
 
-need=()
-command -v cmake >/dev/null 2>&1 || need+=(cmake)
-command -v g++ >/dev/null 2>&1 || need+=(g++)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
-    need+=(libclang-dev)
-fi
+mapfile -t need < <(missing_packages /)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}" >&2
@@ -18,6 +13,10 @@ if [ ${#need[@]} -gt 0 ]; then
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    if ! has_libclang /; then
+        echo "setup: libclang-dev installed but no libclang.so found; set LIBCLANG_PATH" >&2
+        exit 1
+    fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
