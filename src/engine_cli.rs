@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use tandem::api::{Engine, EngineBuilder};
 use tandem::draft::NgramConfig;
+use tandem::engine::PolicyKind;
 use tandem::session::{DiffusionSpec, DraftSpec, HeadMode};
 
 #[derive(clap::Args, Clone)]
@@ -15,10 +16,17 @@ pub struct EngineArgs {
     /// CPU threads.
     #[arg(short = 't', long)]
     pub threads: Option<i32>,
-    /// Drafter: none (plain decoding), ngram (prompt lookup) or diffusion (a DFlash
-    /// block-diffusion drafter run by Tandem: the model's shipped one, or --drafter).
-    #[arg(long, default_value = "ngram")]
+    /// Drafter: auto (n-gram lookup and, when the model has one, its diffusion drafter,
+    /// chosen between every round by the policy), none (plain decoding), ngram (prompt
+    /// lookup) or diffusion (a DFlash block-diffusion drafter run by Tandem: the model's
+    /// shipped one, or --drafter).
+    #[arg(long, default_value = "auto")]
     pub draft: DraftSpec,
+    /// Draft policy: failfast (each round's draft length from the measured verify cost and
+    /// the drafters' calibrated acceptance; plain steps where drafting does not pay) or
+    /// fixed (always --draft-max).
+    #[arg(long, default_value = "failfast")]
+    pub policy: PolicyKind,
     /// Drafter file for --draft diffusion: a `dflash` GGUF made for this target.
     #[arg(long, value_name = "PATH.gguf")]
     pub drafter: Option<PathBuf>,
@@ -26,8 +34,8 @@ pub struct EngineArgs {
     /// probability) is below this (0 = always the whole block).
     #[arg(long, default_value_t = 0.0)]
     pub draft_p_min: f32,
-    /// Most tokens drafted per verification step.
-    #[arg(long, default_value_t = 8)]
+    /// Most tokens drafted per verification step (a cap for --policy failfast).
+    #[arg(long, default_value_t = tandem::api::DEFAULT_DRAFT_MAX)]
     pub draft_max: usize,
     /// n-gram drafter: longest suffix to match.
     #[arg(long, default_value_t = 4)]
@@ -49,20 +57,24 @@ pub struct EngineArgs {
 impl EngineArgs {
     /// A builder for `model` with these options.
     pub fn builder(&self, model: &str) -> EngineBuilder {
+        let ngram = NgramConfig {
+            n_max: self.ngram_max,
+            n_min: self.ngram_min,
+        };
+        let diffusion = DiffusionSpec {
+            path: PathBuf::new(), // the shipped drafter unless --drafter
+            p_min: self.draft_p_min,
+        };
         let draft = match &self.draft {
-            DraftSpec::Ngram(_) => DraftSpec::Ngram(NgramConfig {
-                n_max: self.ngram_max,
-                n_min: self.ngram_min,
-            }),
-            DraftSpec::Diffusion(_) => DraftSpec::Diffusion(DiffusionSpec {
-                path: PathBuf::new(), // the shipped drafter unless --drafter
-                p_min: self.draft_p_min,
-            }),
+            DraftSpec::Ngram(_) => DraftSpec::Ngram(ngram),
+            DraftSpec::Diffusion(_) => DraftSpec::Diffusion(diffusion),
+            DraftSpec::Auto(..) => DraftSpec::Auto(ngram, diffusion),
             d => d.clone(),
         };
         let mut b = Engine::builder(model)
             .draft(draft)
             .draft_max(self.draft_max)
+            .policy(self.policy)
             .head(self.head)
             .context_size(self.ctx_size)
             .exact(self.exact);

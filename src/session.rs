@@ -1,13 +1,18 @@
 //! A loaded target ready to generate: the library entry point the CLI (and embedders) use.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::draft::diffusion::{DflashModel, DiffusionError};
 use crate::draft::{
     DiffusionConfig, DiffusionDrafter, Drafter, NgramConfig, NgramDrafter, NoDrafter,
 };
-use crate::engine::{self, EngineConfig, EngineError, Generation};
+use crate::engine::policy::{cost, cost_cache};
+use crate::engine::{
+    self, DraftPolicy, EngineConfig, EngineError, FailFast, FixedPolicy, Generation, PolicyKind,
+    PolicyMemory,
+};
 use crate::models::{self, FetchError};
 use crate::sampling::SamplingConfig;
 use crate::target::head::{HeadError, OutputHead};
@@ -81,6 +86,9 @@ pub enum DraftSpec {
     Ngram(NgramConfig),
     /// The DFlash diffusion drafter.
     Diffusion(DiffusionSpec),
+    /// The n-gram drafter and, when the model has one, the diffusion drafter, chosen
+    /// between every round by the draft policy (an empty path: no diffusion drafter).
+    Auto(NgramConfig, DiffusionSpec),
 }
 
 /// The diffusion drafter's file and length policy.
@@ -99,6 +107,7 @@ impl DraftSpec {
             DraftSpec::None => "none",
             DraftSpec::Ngram(_) => "ngram",
             DraftSpec::Diffusion(_) => "diffusion",
+            DraftSpec::Auto(..) => "auto",
         }
     }
 }
@@ -110,8 +119,12 @@ impl std::str::FromStr for DraftSpec {
             "none" => Ok(DraftSpec::None),
             "ngram" => Ok(DraftSpec::Ngram(NgramConfig::default())),
             "diffusion" => Ok(DraftSpec::Diffusion(DiffusionSpec::default())),
+            "auto" => Ok(DraftSpec::Auto(
+                NgramConfig::default(),
+                DiffusionSpec::default(),
+            )),
             other => Err(format!(
-                "unknown drafter '{other}' (choose: none, ngram, diffusion)"
+                "unknown drafter '{other}' (choose: auto, none, ngram, diffusion)"
             )),
         }
     }
@@ -139,6 +152,8 @@ pub struct Session {
     threads: usize,
     head: Option<Arc<OutputHead>>,
     dflash: Option<(PathBuf, Arc<DflashModel>)>,
+    /// The draft policy's memory of this model, per verification head (lazy or not).
+    policy_memory: HashMap<bool, Arc<Mutex<PolicyMemory>>>,
 }
 
 impl Session {
@@ -154,6 +169,7 @@ impl Session {
             threads: cfg.context.n_threads.max(1) as usize,
             head: None,
             dflash: None,
+            policy_memory: HashMap::new(),
         })
     }
 
@@ -195,6 +211,8 @@ impl Session {
     ) -> Result<Box<dyn Drafter>, SessionError> {
         Ok(match spec {
             DraftSpec::None => Box::new(NoDrafter),
+            // Auto's first drafter (use `drafters` for all of them).
+            DraftSpec::Auto(c, _) => Box::new(NgramDrafter::new(c.clone())),
             DraftSpec::Ngram(c) => Box::new(NgramDrafter::new(c.clone())),
             DraftSpec::Diffusion(d) => {
                 if d.path.as_os_str().is_empty() {
@@ -210,6 +228,77 @@ impl Session {
                 ))
             }
         })
+    }
+
+    /// The drafters `spec` names: one, or for `Auto` the n-gram drafter and the diffusion
+    /// drafter when a file is given.
+    pub fn drafters(
+        &mut self,
+        spec: &DraftSpec,
+        sampling: &SamplingConfig,
+    ) -> Result<Vec<Box<dyn Drafter>>, SessionError> {
+        match spec {
+            DraftSpec::Auto(ngram, diffusion) => {
+                let mut v = vec![self.drafter(&DraftSpec::Ngram(ngram.clone()), sampling)?];
+                if !diffusion.path.as_os_str().is_empty() {
+                    v.push(self.drafter(&DraftSpec::Diffusion(diffusion.clone()), sampling)?);
+                }
+                Ok(v)
+            }
+            s => Ok(vec![self.drafter(s, sampling)?]),
+        }
+    }
+
+    /// The draft policy of one request: `kind` over the drafters of `spec`, drafting at
+    /// most `draft_max` tokens a round, verified through `head` (for its cost curve).
+    /// `Fixed` over `Auto` drafts with the n-gram drafter.
+    pub fn policy(
+        &mut self,
+        spec: &DraftSpec,
+        kind: PolicyKind,
+        sampling: &SamplingConfig,
+        head: Option<&Arc<OutputHead>>,
+        draft_max: usize,
+    ) -> Result<Box<dyn DraftPolicy>, SessionError> {
+        if *spec == DraftSpec::None || draft_max == 0 {
+            return Ok(Box::new(FixedPolicy::new(NoDrafter, 0)));
+        }
+        let mut drafters = self.drafters(spec, sampling)?;
+        Ok(match kind {
+            PolicyKind::Fixed => Box::new(FixedPolicy::boxed(drafters.swap_remove(0), draft_max)),
+            PolicyKind::FailFast => {
+                let memory = self.policy_memory(head)?;
+                Box::new(FailFast::new(drafters, draft_max, memory))
+            }
+        })
+    }
+
+    /// What the draft policy knows of this model under `head`: the verify-cost curve
+    /// (measured on first use, a few seconds, then cached on disk) and its calibration.
+    pub fn policy_memory(
+        &mut self,
+        head: Option<&Arc<OutputHead>>,
+    ) -> Result<Arc<Mutex<PolicyMemory>>, SessionError> {
+        let lazy = head.is_some();
+        if let Some(m) = self.policy_memory.get(&lazy) {
+            return Ok(m.clone());
+        }
+        let key = cost_cache::cache_key(&self.path, self.threads, lazy).ok();
+        let curve = match key.as_deref().and_then(cost_cache::load) {
+            Some(c) => c,
+            None => {
+                tracing::info!("measuring the verify-cost curve (once per model and machine)");
+                let filler = (self.model.n_vocab() / 2) as Token;
+                let c = cost::measure(&mut self.ctx, head.map(|h| &**h), filler, 33, 3)?;
+                if let Some(k) = &key {
+                    cost_cache::save(k, &c);
+                }
+                c
+            }
+        };
+        let m = PolicyMemory::shared(curve);
+        self.policy_memory.insert(lazy, m.clone());
+        Ok(m)
     }
 
     /// The head to verify with under `mode`: `Auto` picks the lazy head for large
@@ -230,6 +319,25 @@ impl Session {
             }
             HeadMode::Auto => Ok(None),
         }
+    }
+
+    /// Generate up to `max_new` tokens after `prompt` under `policy`; see [`engine::run`].
+    pub fn run(
+        &mut self,
+        prompt: &[Token],
+        max_new: usize,
+        policy: &mut dyn DraftPolicy,
+        cfg: &EngineConfig,
+        on_token: &mut dyn FnMut(Token) -> bool,
+    ) -> Result<Generation, SessionError> {
+        Ok(engine::run(
+            &mut self.ctx,
+            policy,
+            prompt,
+            max_new,
+            cfg,
+            on_token,
+        )?)
     }
 
     /// Generate up to `max_new` tokens after `prompt`; see [`engine::generate`].

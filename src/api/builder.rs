@@ -7,12 +7,17 @@ use std::sync::Arc;
 use super::request::validate_sampling;
 use super::{ApiError, Engine, EngineInfo, EngineStatus, worker};
 use crate::draft::NgramConfig;
+use crate::engine::PolicyKind;
 use crate::sampling::SamplingConfig;
 use crate::session::{DiffusionSpec, DraftSpec, HeadMode, Session, SessionConfig};
 use crate::target::{ContextParams, ModelParams, default_threads};
 
 /// Largest draft per verification step.
 pub const MAX_DRAFT: usize = 256;
+
+/// Default cap on a round's draft. The fail-fast policy drafts less wherever the verify
+/// cost curve or the drafters' calibrated acceptance say so; the fixed policy drafts this.
+pub const DEFAULT_DRAFT_MAX: usize = 16;
 
 /// Settings for an [`Engine`]; every setter has a sensible default.
 #[derive(Debug, Clone)]
@@ -21,6 +26,7 @@ pub struct EngineBuilder {
     draft: DraftSpec,
     drafter_file: Option<PathBuf>,
     draft_max: usize,
+    policy: PolicyKind,
     head: HeadMode,
     sampling: SamplingConfig,
     threads: Option<i32>,
@@ -33,9 +39,10 @@ impl EngineBuilder {
     pub(super) fn new(model: impl Into<String>) -> Self {
         Self {
             model: model.into(),
-            draft: DraftSpec::Ngram(NgramConfig::default()),
+            draft: DraftSpec::Auto(NgramConfig::default(), DiffusionSpec::default()),
             drafter_file: None,
-            draft_max: 8,
+            draft_max: DEFAULT_DRAFT_MAX,
+            policy: PolicyKind::FailFast,
             head: HeadMode::Auto,
             sampling: SamplingConfig::greedy(),
             threads: None,
@@ -45,8 +52,9 @@ impl EngineBuilder {
         }
     }
 
-    /// The drafter (default: n-gram prompt lookup). `DraftSpec::Diffusion` with an empty
-    /// path uses the model's shipped drafter (see [`EngineBuilder::drafter_file`]).
+    /// The drafter (default: `Auto`, the n-gram drafter and the model's shipped diffusion
+    /// drafter if it has one, chosen between every round). `DraftSpec::Diffusion` with an
+    /// empty path uses the model's shipped drafter (see [`EngineBuilder::drafter_file`]).
     pub fn draft(mut self, spec: DraftSpec) -> Self {
         self.draft = spec;
         self
@@ -58,9 +66,16 @@ impl EngineBuilder {
         self
     }
 
-    /// Draft-length policy: most tokens drafted per verification step (default 8).
+    /// Most tokens drafted per verification step (default 16): a cap for the fail-fast
+    /// policy, the constant length of the fixed one.
     pub fn draft_max(mut self, k: usize) -> Self {
         self.draft_max = k;
+        self
+    }
+
+    /// Who decides each round's draft length (default: the cost-aware fail-fast policy).
+    pub fn policy(mut self, kind: PolicyKind) -> Self {
+        self.policy = kind;
         self
     }
 
@@ -128,18 +143,22 @@ impl EngineBuilder {
         }
         validate_sampling(&self.sampling).map_err(|e| e.to_string())?;
         match &self.draft {
-            DraftSpec::Ngram(c) if c.n_min == 0 || c.n_min > c.n_max || c.n_max > 64 => {
+            DraftSpec::Ngram(c) | DraftSpec::Auto(c, _)
+                if c.n_min == 0 || c.n_min > c.n_max || c.n_max > 64 =>
+            {
                 Err(format!(
                     "need 1 <= --ngram-min <= --ngram-max <= 64 (got {}..{})",
                     c.n_min, c.n_max
                 ))
             }
-            DraftSpec::Diffusion(d) if !(0.0..=1.0).contains(&d.p_min) => Err(format!(
+            DraftSpec::Diffusion(d) | DraftSpec::Auto(_, d) if !(0.0..=1.0).contains(&d.p_min) => Err(format!(
                 "draft p-min (--draft-p-min) must be in [0, 1] (got {})",
                 d.p_min
             )),
-            _ if self.drafter_file.is_some() && !matches!(self.draft, DraftSpec::Diffusion(_)) => {
-                Err("a drafter file (--drafter) is only used with the diffusion drafter (--draft diffusion)".into())
+            _ if self.drafter_file.is_some()
+                && !matches!(self.draft, DraftSpec::Diffusion(_) | DraftSpec::Auto(..)) =>
+            {
+                Err("a drafter file (--drafter) is only used with the diffusion drafter (--draft diffusion or auto)".into())
             }
             _ => Ok(()),
         }
@@ -164,6 +183,22 @@ impl EngineBuilder {
                     path,
                     p_min: d.p_min,
                 })
+            }
+            // Auto: the diffusion drafter only where there is one.
+            DraftSpec::Auto(ngram, d) => {
+                let path = self
+                    .drafter_file
+                    .clone()
+                    .or_else(|| (!d.path.as_os_str().is_empty()).then(|| d.path.clone()))
+                    .or_else(|| crate::models::shipped_drafter(&self.model))
+                    .unwrap_or_default();
+                DraftSpec::Auto(
+                    ngram.clone(),
+                    DiffusionSpec {
+                        path,
+                        p_min: d.p_min,
+                    },
+                )
             }
             d => d.clone(),
         })
@@ -194,17 +229,25 @@ impl EngineBuilder {
         let mut session = Session::open(&cfg).map_err(setup_err)?;
         // Load the drafter and head now, so that a bad drafter file fails here and not
         // in the first request.
-        session.drafter(&draft, &self.sampling).map_err(setup_err)?;
+        session.drafters(&draft, &self.sampling).map_err(setup_err)?;
         let lazy_head = if draft == DraftSpec::None {
             None
         } else {
             session.head_for(self.head).map_err(setup_err)?
         };
+        // The policy's cost curve is measured (or read from the cache) now, not in the
+        // first request.
+        if draft != DraftSpec::None && self.policy == PolicyKind::FailFast {
+            session
+                .policy_memory(lazy_head.as_ref())
+                .map_err(setup_err)?;
+        }
         let info = EngineInfo {
             model: self.model,
             path: session.path.clone(),
             draft,
             draft_max,
+            policy: self.policy,
             n_ctx: session.ctx.n_ctx(),
             sampling: self.sampling,
             max_queue: self.max_queue,

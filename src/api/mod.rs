@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
 
-pub use builder::{EngineBuilder, MAX_DRAFT};
+pub use builder::{DEFAULT_DRAFT_MAX, EngineBuilder, MAX_DRAFT};
 pub use request::{MAX_STOPS, Message, Prompt, Request, Role};
 pub use stop::StopMatcher;
 pub use stream::{CancelHandle, Event, Finish, FinishReason, TextStream};
@@ -84,6 +84,8 @@ pub struct EngineInfo {
     pub draft: DraftSpec,
     /// Most tokens drafted per verification step (0 with no drafter).
     pub draft_max: usize,
+    /// Who decides each round's draft length.
+    pub policy: crate::engine::PolicyKind,
     /// Context size in tokens.
     pub n_ctx: usize,
     /// Sampling used by requests that give none.

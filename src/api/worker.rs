@@ -75,8 +75,14 @@ fn run_job(
     job: &Job,
 ) -> Result<Finish, ApiError> {
     let gen_err = |e: crate::session::SessionError| ApiError::Generation(e.to_string());
-    let mut drafter = session
-        .drafter(&info.draft, &job.sampling)
+    let mut policy = session
+        .policy(
+            &info.draft,
+            info.policy,
+            &job.sampling,
+            lazy_head.as_ref(),
+            info.draft_max,
+        )
         .map_err(gen_err)?;
     let cfg = EngineConfig {
         draft_max: info.draft_max,
@@ -94,10 +100,10 @@ fn run_job(
         }
     };
     let g = session
-        .generate(
+        .run(
             &job.tokens,
             job.max_tokens,
-            drafter.as_mut(),
+            policy.as_mut(),
             &cfg,
             &mut |t| {
                 let text = stops.push(&utf8.push(&model.token_bytes(t)));

@@ -19,7 +19,7 @@ pub use stats::{
 };
 
 use crate::draft::{NgramConfig, OracleDrafter};
-use crate::engine::EngineConfig;
+use crate::engine::{DraftPolicy, EngineConfig, FixedPolicy, PolicyKind};
 use crate::sampling::SamplingConfig;
 use crate::session::{DiffusionSpec, DraftSpec, Session, SessionError};
 use crate::target::{Token, llama_spec_generate};
@@ -53,8 +53,10 @@ pub fn load_prompts(path: &std::path::Path) -> Result<Vec<BenchPrompt>, String> 
 /// A configuration under test: Tandem with a drafter, or llama.cpp's own loop.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BenchConfig {
-    /// A Tandem drafter; `true`: verified through the lazy head (label suffix `+lazy`).
-    Tandem(DraftSpec, bool),
+    /// A Tandem drafter; `true`: verified through the lazy head (label suffix `+lazy`);
+    /// `Some(k)`: the fixed policy at draft length k (label `DRAFTER@k`), else the
+    /// fail-fast policy capped at the suite's draft max.
+    Tandem(DraftSpec, bool, Option<usize>),
     /// Replays the baseline's own output at zero cost: the ceiling (`oracle`, `oracle+lazy`).
     Oracle(bool),
     /// llama.cpp's speculative loop with these `common_speculative` types ("none" = plain).
@@ -64,10 +66,11 @@ pub enum BenchConfig {
 impl BenchConfig {
     /// The baseline every other configuration is compared with.
     pub fn baseline() -> Self {
-        BenchConfig::Tandem(DraftSpec::None, false)
+        BenchConfig::Tandem(DraftSpec::None, false, None)
     }
 
-    /// Parse a label: `llama:TYPES`, `oracle[+lazy]`, or a drafter name with an optional `+lazy`.
+    /// Parse a label: `llama:TYPES`, `oracle[+lazy]`, or a drafter name with an optional
+    /// fixed draft length `@k` and an optional `+lazy`.
     pub fn parse(s: &str) -> Result<Self, String> {
         if let Some(t) = s.strip_prefix("llama:") {
             return Ok(BenchConfig::Llama(t.to_string()));
@@ -79,13 +82,29 @@ impl BenchConfig {
         if name == "oracle" {
             return Ok(BenchConfig::Oracle(lazy));
         }
-        name.parse().map(|d| BenchConfig::Tandem(d, lazy))
+        let (name, fixed) = match name.split_once('@') {
+            Some((n, k)) => {
+                let k: usize = k
+                    .parse()
+                    .ok()
+                    .filter(|&k| k >= 1)
+                    .ok_or_else(|| format!("'{s}': the draft length after @ must be a positive number"))?;
+                (n, Some(k))
+            }
+            None => (name, None),
+        };
+        name.parse().map(|d| BenchConfig::Tandem(d, lazy, fixed))
     }
 
     /// The configuration's label, as [`BenchConfig::parse`] reads it.
     pub fn label(&self) -> String {
         match self {
-            BenchConfig::Tandem(d, lazy) => format!("{}{}", d.name(), lazy_suffix(*lazy)),
+            BenchConfig::Tandem(d, lazy, fixed) => format!(
+                "{}{}{}",
+                d.name(),
+                fixed.map(|k| format!("@{k}")).unwrap_or_default(),
+                lazy_suffix(*lazy)
+            ),
             BenchConfig::Oracle(lazy) => format!("oracle{}", lazy_suffix(*lazy)),
             BenchConfig::Llama(t) => format!("llama:{t}"),
         }
@@ -121,6 +140,9 @@ pub struct RunResult {
     pub drafted_at: Vec<usize>,
     /// Per draft position: rounds that kept the token there (see `drafted_at`).
     pub accepted_at: Vec<usize>,
+    /// `k_hist[k]`: rounds that verified k draft tokens (empty where unknown: llama.cpp).
+    #[serde(default)]
+    pub k_hist: Vec<usize>,
 }
 
 /// Run one configuration on one prompt. `reference` is what the oracle replays (ignored
@@ -134,41 +156,44 @@ pub fn run_one(
 ) -> Result<(Vec<Token>, RunResult), SessionError> {
     let (n, draft_max) = (opts.max_tokens, opts.draft_max);
     match cfg {
-        BenchConfig::Tandem(_, lazy) | BenchConfig::Oracle(lazy) => {
-            let (mut d, k): (Box<dyn crate::draft::Drafter>, usize) = match cfg {
-                BenchConfig::Tandem(spec, _) => {
+        BenchConfig::Tandem(_, lazy, _) | BenchConfig::Oracle(lazy) => {
+            let head = if *lazy {
+                Some(session.lazy_head()?)
+            } else {
+                None
+            };
+            let (mut policy, k): (Box<dyn DraftPolicy>, usize) = match cfg {
+                BenchConfig::Tandem(spec, _, fixed) => {
                     // The suite's drafter settings stand in for the label's defaults.
                     let spec = match spec {
                         DraftSpec::None => DraftSpec::None,
                         DraftSpec::Ngram(_) => DraftSpec::Ngram(opts.ngram.clone()),
                         DraftSpec::Diffusion(_) => DraftSpec::Diffusion(opts.diffusion.clone()),
+                        DraftSpec::Auto(..) => {
+                            DraftSpec::Auto(opts.ngram.clone(), opts.diffusion.clone())
+                        }
                     };
-                    let k = if spec == DraftSpec::None {
-                        0
-                    } else {
-                        draft_max
+                    let (kind, k) = match (&spec, fixed) {
+                        (DraftSpec::None, _) => (PolicyKind::Fixed, 0),
+                        (_, Some(k)) => (PolicyKind::Fixed, *k),
+                        (_, None) => (PolicyKind::FailFast, draft_max),
                     };
-                    (session.drafter(&spec, &SamplingConfig::greedy())?, k)
+                    let p = session.policy(&spec, kind, &SamplingConfig::greedy(), head.as_ref(), k)?;
+                    (p, k)
                 }
                 _ => {
                     let reference = reference.unwrap_or_default().to_vec();
-                    (
-                        Box::new(OracleDrafter::new(reference, prompt.len())),
-                        draft_max,
-                    )
+                    let oracle = OracleDrafter::new(reference, prompt.len());
+                    (Box::new(FixedPolicy::new(oracle, draft_max)), draft_max)
                 }
             };
             let ecfg = EngineConfig {
                 draft_max: k,
-                lazy_head: if *lazy {
-                    Some(session.lazy_head()?)
-                } else {
-                    None
-                },
+                lazy_head: head,
                 lazy_group: opts.lazy_group,
                 ..Default::default()
             };
-            let g = session.generate(prompt, n, d.as_mut(), &ecfg, &mut |_| true)?;
+            let g = session.run(prompt, n, policy.as_mut(), &ecfg, &mut |_| true)?;
             let s = &g.stats;
             let gen_s = (s.total - s.prefill).as_secs_f64();
             let r = RunResult {
@@ -183,6 +208,7 @@ pub fn run_one(
                 gen_s,
                 drafted_at: s.drafted_at.clone(),
                 accepted_at: s.accepted_at.clone(),
+                k_hist: s.k_hist.clone(),
             };
             Ok((g.tokens, r))
         }
@@ -209,6 +235,7 @@ pub fn run_one(
                 gen_s,
                 drafted_at: Vec::new(),
                 accepted_at: Vec::new(),
+                k_hist: Vec::new(),
             };
             Ok((toks, r))
         }
@@ -382,6 +409,12 @@ mod tests {
         );
         let c = BenchConfig::parse("ngram+lazy").unwrap();
         assert_eq!(c.label(), "ngram+lazy");
+        let c = BenchConfig::parse("ngram@4+lazy").unwrap();
+        assert!(matches!(c, BenchConfig::Tandem(_, true, Some(4))));
+        assert_eq!(c.label(), "ngram@4+lazy");
+        assert_eq!(BenchConfig::parse("auto").unwrap().label(), "auto");
+        assert!(BenchConfig::parse("ngram@0").is_err());
+        assert!(BenchConfig::parse("ngram@x").is_err());
         assert!(BenchConfig::parse("bogus+lazy").is_err());
         assert!(BenchConfig::parse("bogus").is_err());
     }

@@ -198,6 +198,7 @@ mod tests {
             gen_s: 1.0,
             drafted_at: vec![],
             accepted_at: vec![],
+            k_hist: vec![],
         }
     }
 

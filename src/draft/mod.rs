@@ -23,6 +23,12 @@ pub struct Draft {
     pub q: Vec<Option<Dist>>,
     /// The drafter's confidence in each token, in [0, 1].
     pub confidence: Vec<f32>,
+    /// Evidence behind a lookup draft (n-gram): the length of the matched suffix (0: the
+    /// drafter is not a lookup). The draft policy's acceptance tables key on it.
+    pub match_len: usize,
+    /// Lookup drafts: how many earlier occurrences of the matched suffix were followed by
+    /// the proposed first token.
+    pub seen: usize,
 }
 
 impl Draft {
@@ -31,6 +37,8 @@ impl Draft {
         self.tokens.clear();
         self.q.clear();
         self.confidence.clear();
+        self.match_len = 0;
+        self.seen = 0;
     }
 
     /// Keep only the first `n` proposed tokens.
@@ -84,6 +92,28 @@ pub trait Drafter: Send {
     /// layers of [`Drafter::feature_layers`] concatenated). Called after the prefill and
     /// after every verification with the fed token and the accepted drafts only.
     fn observe(&mut self, _pos0: usize, _features: &[f32]) {}
+}
+
+/// A borrowed drafter drafts as the drafter itself (lets a policy own `&mut dyn Drafter`).
+impl<D: Drafter + ?Sized> Drafter for &mut D {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn begin(&mut self, prompt: &[Token]) {
+        (**self).begin(prompt)
+    }
+    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
+        (**self).draft(history, max, out)
+    }
+    fn accept(&mut self, n_accepted: usize) {
+        (**self).accept(n_accepted)
+    }
+    fn feature_layers(&self) -> &[usize] {
+        (**self).feature_layers()
+    }
+    fn observe(&mut self, pos0: usize, features: &[f32]) {
+        (**self).observe(pos0, features)
+    }
 }
 
 /// No drafting: plain autoregressive decoding through the same engine (the baseline).

@@ -58,6 +58,13 @@ impl Drafter for NgramDrafter {
                 for &t in &history[from..to] {
                     out.push_point(t);
                 }
+                out.match_len = n;
+                // How often this suffix was followed by the proposed token: one sighting is
+                // weak evidence, a continuation seen several times is likely to recur.
+                let next = history[from];
+                out.seen = (0..len - n)
+                    .filter(|&s| &history[s..s + n] == suffix && history[s + n] == next)
+                    .count();
                 return;
             }
         }
@@ -90,6 +97,15 @@ mod tests {
         // suffix "4 2" matches at the start (-> 8); longer "5 4 2" matches later (-> 7)
         let h = [4, 2, 8, 5, 4, 2, 7, 0, 5, 4, 2];
         assert_eq!(draft(&h, 1, NgramConfig { n_max: 3, n_min: 2 }), vec![7]);
+    }
+
+    #[test]
+    fn reports_match_length_and_sightings() {
+        let h = [1, 2, 3, 7, 8, 5, 1, 2, 3, 7, 6, 1, 2, 3];
+        let mut d = Draft::default();
+        NgramDrafter::new(NgramConfig::default()).draft(&h, 2, &mut d);
+        assert_eq!(d.tokens, vec![7, 6]);
+        assert_eq!((d.match_len, d.seen), (3, 2));
     }
 
     #[test]

@@ -5,17 +5,24 @@
 //! every committed token except the newest, which is fed as the first row of the next
 //! verification batch).
 
+#[cfg(test)]
+mod mock;
+pub mod policy;
 mod rows;
+pub mod target;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rows::RoundRows;
 
+pub use policy::{DraftPolicy, FailFast, FixedPolicy, Outcome, PolicyKind, PolicyMemory};
+pub use target::Target;
+
 use crate::draft::{Draft, Drafter};
 use crate::sampling::{Dist, Rng, SamplingConfig, argmax, argmax_margin};
 use crate::target::head::OutputHead;
-use crate::target::{Context, Outputs, TargetError, Token};
+use crate::target::{Outputs, TargetError, Token};
 use crate::verify::{greedy_check, sampling_check};
 
 /// Per-request settings. Plain data.
@@ -94,6 +101,8 @@ pub struct Stats {
     pub drafted_at: Vec<usize>,
     /// Per draft position: rounds that kept the token there (see `drafted_at`).
     pub accepted_at: Vec<usize>,
+    /// `k_hist[k]`: rounds that verified a draft of k tokens (k = 0: plain steps).
+    pub k_hist: Vec<usize>,
     /// Prompt prefill time (the drafter's first feature injection included).
     pub prefill: Duration,
     /// Drafting time, feature injection included.
@@ -137,7 +146,20 @@ impl Stats {
         }
     }
 
+    /// Mean draft length verified per round (plain steps count as 0).
+    pub fn mean_k(&self) -> f64 {
+        if self.rounds == 0 {
+            0.0
+        } else {
+            self.drafted as f64 / self.rounds as f64
+        }
+    }
+
     fn record_round(&mut self, drafted: usize, accepted: usize) {
+        if self.k_hist.len() <= drafted {
+            self.k_hist.resize(drafted + 1, 0);
+        }
+        self.k_hist[drafted] += 1;
         if self.drafted_at.len() < drafted {
             self.drafted_at.resize(drafted, 0);
             self.accepted_at.resize(drafted, 0);
@@ -186,11 +208,26 @@ pub enum EngineError {
     },
 }
 
-/// Generate up to `max_new` tokens after `prompt`, calling `on_token` for each emitted
-/// token as soon as it is committed (return `false` to stop). The context is cleared first.
-pub fn generate(
-    ctx: &mut Context,
+/// Generate up to `max_new` tokens after `prompt` with one drafter and a constant draft
+/// length (`cfg.draft_max`): [`run`] under a [`FixedPolicy`].
+pub fn generate<T: Target + ?Sized>(
+    ctx: &mut T,
     drafter: &mut dyn Drafter,
+    prompt: &[Token],
+    max_new: usize,
+    cfg: &EngineConfig,
+    on_token: &mut dyn FnMut(Token) -> bool,
+) -> Result<Generation, EngineError> {
+    let mut policy = FixedPolicy::new(drafter, cfg.draft_max);
+    run(ctx, &mut policy, prompt, max_new, cfg, on_token)
+}
+
+/// Generate up to `max_new` tokens after `prompt`, the policy choosing each round's draft
+/// (at most `cfg.draft_max` tokens), calling `on_token` for each emitted token as soon as
+/// it is committed (return `false` to stop). The KV cache is cleared first.
+pub fn run<T: Target + ?Sized>(
+    ctx: &mut T,
+    policy: &mut dyn DraftPolicy,
     prompt: &[Token],
     max_new: usize,
     cfg: &EngineConfig,
@@ -217,15 +254,15 @@ pub fn generate(
     let max_batch = ctx.n_batch();
 
     ctx.clear();
-    drafter.begin(prompt);
+    policy.begin(prompt);
     // Drafters conditioned on the target's hidden states get them from these same decodes.
-    let wants_features = !drafter.feature_layers().is_empty();
-    ctx.set_feature_layers(drafter.feature_layers())?;
+    let wants_features = !policy.feature_layers().is_empty();
+    ctx.set_feature_layers(policy.feature_layers())?;
     let mut features: Vec<f32> = Vec::new();
     ctx.decode(prompt, 0, Outputs::Last)?;
     if wants_features {
         ctx.features_into(0..prompt.len(), &mut features)?;
-        drafter.observe(0, &features);
+        policy.observe(0, &features);
     }
     stats.prefill = t0.elapsed();
 
@@ -248,7 +285,7 @@ pub fn generate(
         // Commit this round's tokens, stopping at EOG / max / cancel.
         let mut stop = None;
         for &t in &emit {
-            if ctx.model().is_eog(t) {
+            if ctx.is_eog(t) {
                 stop = Some(StopReason::Eog);
                 break;
             }
@@ -290,7 +327,7 @@ pub fn generate(
         let td = Instant::now();
         draft.clear();
         if k > 0 {
-            drafter.draft(&history, k, &mut draft);
+            policy.draft(&history, k, &mut draft);
             draft.truncate(k);
         }
         stats.draft += td.elapsed();
@@ -366,11 +403,18 @@ pub fn generate(
         stats.verify += rows.head_time;
         emit.push(next);
         stats.record_round(draft.len(), n_acc);
-        drafter.accept(n_acc);
+        policy.outcome(
+            &draft,
+            Outcome {
+                drafted: draft.len(),
+                accepted: n_acc,
+                verify: tv.elapsed(),
+            },
+        );
         if wants_features {
             let to = Instant::now();
             ctx.features_into(0..n_acc + 1, &mut features)?;
-            drafter.observe(pos, &features);
+            policy.observe(pos, &features);
             stats.draft += to.elapsed();
         }
 

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use crate::sampling::argmax;
 use crate::target::head::OutputHead;
-use crate::target::{Context, Token};
+use super::Target;
+use crate::target::Token;
 
-pub struct RoundRows<'a> {
-    ctx: &'a Context,
+pub struct RoundRows<'a, T: Target + ?Sized> {
+    ctx: &'a T,
     head: Option<&'a OutputHead>,
     n_rows: usize,
     group: usize,
@@ -20,14 +21,14 @@ pub struct RoundRows<'a> {
     pub head_time: Duration,
 }
 
-impl<'a> RoundRows<'a> {
+impl<'a, T: Target + ?Sized> RoundRows<'a, T> {
     /// `head`: the lazy head if the last decode was `Outputs::Hidden`, else `None`.
     /// `group`: positions in the first greedy head pass. A pass reads the whole head once,
     /// so a pass over g positions costs much less than g passes (gemma3-270m, 2 threads:
     /// ~10 ms for 1 or 2 positions, ~16 ms for 4, ~55 ms for 16); each later pass doubles
     /// the group, since a draft that survived so far is likely to go on surviving.
     pub fn new(
-        ctx: &'a Context,
+        ctx: &'a T,
         head: Option<&'a OutputHead>,
         n_rows: usize,
         group: usize,
