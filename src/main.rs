@@ -101,7 +101,9 @@ struct BenchArgs {
     /// Prompt suite (JSONL: {"id", "category", "prompt", "raw"}).
     #[arg(long, default_value = "bench/prompts/foundation.jsonl")]
     prompts: std::path::PathBuf,
-    /// Comma-separated configurations: Tandem drafters (none, ngram), oracle (replays the
+    /// Comma-separated configurations: Tandem drafters (none, ngram, diffusion, auto; `@k`:
+    /// the fixed policy at draft length k, else the fail-fast policy capped at --draft-max;
+    /// `+lazy`: verified through the lazy head), oracle (replays the
     /// baseline's output at zero cost: the ceiling) and llama.cpp's own
     /// loop as llama:none, llama:ngram-simple, llama:ngram-mod, llama:ngram-map-k, llama:ngram-cache,
     /// llama:draft-dflash (with --drafter; llama-architecture targets only).
@@ -113,7 +115,9 @@ struct BenchArgs {
     /// Repetitions of every configuration (interleaved).
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    #[arg(long, default_value_t = 8)]
+    /// Most tokens drafted per round (the fail-fast policy's cap; the fixed policy's
+    /// length for `oracle` and configurations without `@k`).
+    #[arg(long, default_value_t = 16)]
     draft_max: usize,
     #[arg(short = 't', long, default_value_t = 2)]
     threads: i32,
@@ -503,6 +507,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     println!("{}\n", report.header());
     println!("{}", prompt_table(&report));
     println!("{}", category_table(&report));
+    println!("{}", policy_table(&report));
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -98,8 +98,29 @@ fn check_model_with(name: &str, exact: bool, exact_batch: usize, eps: f32, lazy:
                 Box::new(d),
             ));
         }
+        let mut runs_of: Vec<(String, usize, tandem::engine::Generation)> = Vec::new();
         for (label, cfg, mut d) in candidates {
             let spec = run(&mut ctx, d.as_mut(), &toks, N_TOKENS, &cfg);
+            runs_of.push((label, cfg.draft_max, spec));
+        }
+        // The fail-fast policy (draft lengths varying per round) over the n-gram drafter
+        // and a replay that goes wrong at draft offset 2, on a flat and on a steep curve.
+        for flat in [true, false] {
+            let k = if exact_batch > 1 && exact_batch < 17 { exact_batch - 1 } else { 16 };
+            let cfg = EngineConfig {
+                draft_max: k,
+                check_kv: true,
+                lazy_head: lazy_head.clone(),
+                ..EngineConfig::default()
+            };
+            let drafters: Vec<Box<dyn tandem::draft::Drafter>> = vec![
+                Box::new(NgramDrafter::new(NgramConfig { n_max: 4, n_min: 1 })),
+                Box::new(replay(base.tokens.clone(), toks.len(), Some(2))),
+            ];
+            let spec = run_failfast(&mut ctx, drafters, flat, &toks, N_TOKENS, &cfg);
+            runs_of.push((format!("failfast flat={flat} k≤{k}"), k, spec));
+        }
+        for (label, draft_max, spec) in runs_of {
             runs += 1;
             accepted += spec.stats.accepted;
             if spec.tokens != base.tokens {
@@ -108,7 +129,7 @@ fn check_model_with(name: &str, exact: bool, exact_batch: usize, eps: f32, lazy:
                 divergences.push(Divergence {
                     prompt: pi,
                     drafter: label,
-                    batch: cfg.draft_max + 1,
+                    batch: draft_max + 1,
                     at,
                     margin,
                 });

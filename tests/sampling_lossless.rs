@@ -50,7 +50,18 @@ fn ngram_sampling_through_the_lazy_head_matches_plain_sampling() {
     check_sampling(true, false);
 }
 
+#[test]
+fn ngram_sampling_under_the_failfast_policy_matches_plain_sampling() {
+    check_sampling_with(false, false, true);
+}
+
 fn check_sampling(lazy: bool, diffusion: bool) {
+    check_sampling_with(lazy, diffusion, false)
+}
+
+/// `failfast`: the fail-fast policy (flat cost curve, so it drafts long) decides the draft
+/// lengths instead of a constant.
+fn check_sampling_with(lazy: bool, diffusion: bool, failfast: bool) {
     let _guard = exclusive();
     let m = model("smollm2-135m", true);
     let lazy_head = lazy.then(|| head(&m));
@@ -111,7 +122,11 @@ fn check_sampling(lazy: bool, diffusion: bool) {
         } else {
             Box::new(NgramDrafter::new(NgramConfig { n_max: 3, n_min: 1 }))
         };
-        let s = run(&mut ctx, d.as_mut(), &toks, n, &cfg2);
+        let s = if failfast {
+            run_failfast(&mut ctx, vec![d], true, &toks, n, &cfg2)
+        } else {
+            run(&mut ctx, d.as_mut(), &toks, n, &cfg2)
+        };
         drafted += s.stats.drafted;
         accepted += s.stats.accepted;
         for i in POSITIONS {

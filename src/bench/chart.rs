@@ -161,6 +161,8 @@ mod tests {
             draft_share: 0.0,
             verify_share: 1.0,
             overhead_share: 0.0,
+            mean_k: 0.0,
+            k_hist: vec![],
             identical: true,
             divergence: None,
         }

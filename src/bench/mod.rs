@@ -12,10 +12,10 @@ mod stats;
 pub use calibrate::{CostPoint, calibrate};
 pub use chart::speedup_chart_svg;
 pub use drafter_speed::{DrafterSpeed, drafter_speed};
-pub use report::{PromptResult, Report, category_table, prompt_table};
+pub use report::{PromptResult, Report, category_table, policy_table, prompt_table};
 pub use stats::{
     CategorySummary, Divergence, Summary, common_prefix_len, median, per_category,
-    set_oracle_fractions, summarize,
+    overall_speedup, set_oracle_fractions, summarize,
 };
 
 use crate::draft::{NgramConfig, OracleDrafter};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::RunResult;
-use super::stats::{CategorySummary, Summary, per_category};
+use super::stats::{CategorySummary, Summary, overall_speedup, per_category};
 
 /// One prompt's results.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -76,6 +76,16 @@ impl Report {
             .flat_map(|p| p.summaries.iter().filter_map(|s| s.divergence))
             .map(|d| d.baseline_gap)
             .reduce(f32::max)
+    }
+
+    /// Geometric mean over prompts of configuration `config`'s speedup.
+    pub fn overall(&self, config: &str) -> f64 {
+        let rows: Vec<&Summary> = self
+            .prompts
+            .iter()
+            .flat_map(|p| p.summaries.iter().filter(|s| s.config == config))
+            .collect();
+        overall_speedup(&rows)
     }
 
     /// Number of (prompt, configuration) pairs whose output differed from the baseline's.
@@ -175,6 +185,55 @@ pub fn category_table(r: &Report) -> String {
             })
             .collect();
         let _ = writeln!(out, "| {cat} | {} |", cells.join(" | "));
+    }
+    let overall: Vec<String> = r
+        .configs
+        .iter()
+        .map(|c| format!("{:.2}x", r.overall(c)))
+        .collect();
+    let _ = writeln!(out, "| **overall** (geomean) | {} |", overall.join(" | "));
+    out
+}
+
+/// k = 0, 1–3, 4–7, 8–15, 16+: shares of rounds.
+fn k_shares(h: &[usize]) -> String {
+    let total: usize = h.iter().sum();
+    if total == 0 {
+        return "-".into();
+    }
+    let bins = [(0, 0), (1, 3), (4, 7), (8, 15), (16, usize::MAX)];
+    bins.iter()
+        .map(|&(a, b)| {
+            let n: usize = h.iter().enumerate().filter(|(k, _)| *k >= a && *k <= b).map(|(_, n)| n).sum();
+            format!("{:.0}", 100.0 * n as f64 / total as f64)
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Per category, for the Tandem configurations: tokens per verification step, mean draft
+/// length verified, acceptance at the first draft position, and the share of rounds by
+/// draft length (k = 0 / 1–3 / 4–7 / 8–15 / 16+, in %).
+pub fn policy_table(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| category | config | tok/step | mean k | 1st-position acceptance | rounds by k: 0/1-3/4-7/8-15/16+ % |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for (cat, m) in &r.categories {
+        for c in r.configs.iter().filter(|c| !c.starts_with("llama:")) {
+            if let Some(cs) = m.get(c) {
+                let _ = writeln!(
+                    out,
+                    "| {cat} | {c} | {:.2} | {:.2} | {} | {} |",
+                    cs.tokens_per_step,
+                    cs.mean_k,
+                    pct(cs.first_acceptance),
+                    k_shares(&cs.k_hist)
+                );
+            }
+        }
     }
     out
 }

@@ -61,6 +61,10 @@ pub struct Summary {
     pub verify_share: f64,
     /// Share of generation time spent on everything else.
     pub overhead_share: f64,
+    /// Draft tokens verified per round (plain steps count 0).
+    pub mean_k: f64,
+    /// `k_hist[k]`: rounds, over all repetitions, that verified k draft tokens.
+    pub k_hist: Vec<usize>,
     /// Output identical to the baseline's in every repetition.
     pub identical: bool,
     /// Earliest divergence over the repetitions (when not identical).
@@ -83,7 +87,11 @@ pub fn summarize(
     let width = runs.iter().map(|r| r.drafted_at.len()).max().unwrap_or(0);
     let mut drafted_at = vec![0usize; width];
     let mut accepted_at = vec![0usize; width];
+    let mut k_hist = vec![0usize; runs.iter().map(|r| r.k_hist.len()).max().unwrap_or(0)];
     for r in runs {
+        for (k, &n) in r.k_hist.iter().enumerate() {
+            k_hist[k] += n;
+        }
         for (i, (&d, &a)) in r.drafted_at.iter().zip(&r.accepted_at).enumerate() {
             drafted_at[i] += d;
             accepted_at[i] += a;
@@ -104,9 +112,21 @@ pub fn summarize(
         draft_share: ratio(sum(|r| r.draft_s), gen_s),
         verify_share: ratio(sum(|r| r.verify_s), gen_s),
         overhead_share: ratio(sum(|r| r.overhead_s), gen_s),
+        mean_k: ratio(sum(|r| r.drafted as f64), sum(|r| r.rounds as f64)),
+        k_hist,
         identical,
         divergence: None,
     }
+}
+
+/// Geometric mean of the per-prompt speedups of configuration `config` over `rows` (the
+/// suite's overall figure: every prompt weighs the same, whatever its length).
+pub fn overall_speedup(rows: &[&Summary]) -> f64 {
+    if rows.is_empty() {
+        return 0.0;
+    }
+    let logs: f64 = rows.iter().map(|s| s.speedup.max(1e-9).ln()).sum();
+    (logs / rows.len() as f64).exp()
 }
 
 /// Fill in every summary's `oracle_fraction` from the oracle's speedup on the same prompt
@@ -138,6 +158,12 @@ pub struct CategorySummary {
     pub tokens_per_step: f64,
     /// Median acceptance rate.
     pub acceptance: f64,
+    /// Median draft tokens verified per round.
+    pub mean_k: f64,
+    /// Median acceptance at the first draft position (of the rounds that drafted).
+    pub first_acceptance: f64,
+    /// Rounds per draft length, summed over the category's prompts.
+    pub k_hist: Vec<usize>,
     /// Every prompt's output was identical to the baseline's.
     pub identical: bool,
 }
@@ -171,6 +197,17 @@ pub fn per_category(
                         oracle_fraction: (!fractions.is_empty()).then(|| median(&fractions)),
                         tokens_per_step: med(|s| s.tokens_per_step),
                         acceptance: med(|s| s.acceptance),
+                        mean_k: med(|s| s.mean_k),
+                        first_acceptance: med(|s| s.acceptance_at.first().copied().unwrap_or(0.0)),
+                        k_hist: v.iter().fold(Vec::new(), |mut h, s| {
+                            if h.len() < s.k_hist.len() {
+                                h.resize(s.k_hist.len(), 0);
+                            }
+                            for (k, &n) in s.k_hist.iter().enumerate() {
+                                h[k] += n;
+                            }
+                            h
+                        }),
                         identical: v.iter().all(|s| s.identical),
                     };
                     (k, cs)
@@ -214,9 +251,18 @@ mod tests {
             draft_share: 0.0,
             verify_share: 0.0,
             overhead_share: 0.0,
+            mean_k: 0.0,
+            k_hist: vec![],
             identical: true,
             divergence: None,
         }
+    }
+
+    #[test]
+    fn overall_is_the_geometric_mean_of_prompt_speedups() {
+        let (a, b) = (summary("x", 2.0), summary("x", 0.5));
+        assert!((overall_speedup(&[&a, &b]) - 1.0).abs() < 1e-12);
+        assert_eq!(overall_speedup(&[]), 0.0);
     }
 
     #[test]

@@ -5,6 +5,9 @@
 use super::{Draft, Drafter};
 use crate::target::Token;
 
+/// Longest match length reported as evidence (see [`Draft::match_len`]).
+const MATCH_LEN_CAP: usize = 32;
+
 /// Settings of the n-gram drafter: the range of suffix lengths to match.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NgramConfig {
@@ -58,7 +61,13 @@ impl Drafter for NgramDrafter {
                 for &t in &history[from..to] {
                     out.push_point(t);
                 }
-                out.match_len = n;
+                // The evidence is the whole matched context, not only the n looked up:
+                // extend the match backwards (bounded) to its true length.
+                let mut m = n;
+                while m < MATCH_LEN_CAP && start > m - n && history[start - (m - n) - 1] == history[len - m - 1] {
+                    m += 1;
+                }
+                out.match_len = m;
                 // How often this suffix was followed by the proposed token: one sighting is
                 // weak evidence, a continuation seen several times is likely to recur.
                 let next = history[from];
@@ -106,6 +115,12 @@ mod tests {
         NgramDrafter::new(NgramConfig::default()).draft(&h, 2, &mut d);
         assert_eq!(d.tokens, vec![7, 6]);
         assert_eq!((d.match_len, d.seen), (3, 2));
+        // The match is extended backwards beyond n_max: "5 6 7 8 9 1 2 3" occurs twice.
+        let h = [5, 6, 7, 8, 9, 1, 2, 3, 4, 0, 5, 6, 7, 8, 9, 1, 2, 3];
+        let mut d = Draft::default();
+        NgramDrafter::new(NgramConfig::default()).draft(&h, 2, &mut d);
+        assert_eq!(d.tokens, vec![4, 0]);
+        assert_eq!(d.match_len, 8);
     }
 
     #[test]

@@ -7,7 +7,8 @@ pub mod stats;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tandem::draft::{Drafter, OracleDrafter};
-use tandem::engine::{EngineConfig, Generation, generate};
+use tandem::engine::policy::cost::CostModel;
+use tandem::engine::{EngineConfig, FailFast, Generation, PolicyMemory, generate};
 use tandem::models;
 use tandem::target::head::OutputHead;
 use tandem::target::{Context, ContextParams, Model, ModelParams, Token};
@@ -87,6 +88,26 @@ pub fn run(
     cfg: &EngineConfig,
 ) -> Generation {
     generate(ctx, drafter, prompt, n, cfg, &mut |_| true).expect("generate")
+}
+
+/// Generate under the fail-fast policy over `drafters`, with a verify-cost curve that is
+/// `flat` (GPU-like: the policy drafts long, even when unsure) or steep (a 2-core CPU's:
+/// it drafts only where it expects to win), so losslessness is checked under the draft
+/// lengths the policy varies from round to round.
+pub fn run_failfast(
+    ctx: &mut Context,
+    drafters: Vec<Box<dyn Drafter>>,
+    flat: bool,
+    prompt: &[Token],
+    n: usize,
+    cfg: &EngineConfig,
+) -> Generation {
+    let rel: Vec<f64> = (0..33)
+        .map(|i| if flat { 1.0 + 0.01 * i as f64 } else { 1.0 + 0.45 * i as f64 })
+        .collect();
+    let memory = PolicyMemory::shared(CostModel::relative(0.01, &rel));
+    let mut p = FailFast::new(drafters, cfg.draft_max, memory);
+    tandem::engine::run(ctx, &mut p, prompt, n, cfg, &mut |_| true).expect("generate")
 }
 
 /// The library's oracle drafter with fault injection: replays the reference continuation,

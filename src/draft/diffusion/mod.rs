@@ -54,6 +54,10 @@ pub struct DiffusionDrafter {
     model: Arc<DflashModel>,
     cfg: DiffusionConfig,
     cache: DflashCache,
+    /// Features observed but not yet injected into `cache` (rows for positions
+    /// `cache.len()..`): injection waits for the next draft, so rounds in which a policy
+    /// does not ask this drafter cost only a copy, and catching up is one batched pass.
+    pending: Vec<f32>,
     rng: Rng,
     logits: Vec<Vec<f32>>,
 }
@@ -67,6 +71,7 @@ impl DiffusionDrafter {
             model,
             cfg,
             cache,
+            pending: Vec::new(),
             rng,
             logits: Vec::new(),
         }
@@ -77,9 +82,17 @@ impl DiffusionDrafter {
         &self.model
     }
 
-    /// Context positions the drafter holds features for.
+    /// Context positions the drafter holds features for (injected or pending).
     pub fn context_len(&self) -> usize {
-        self.cache.len()
+        self.cache.len() + self.pending.len() / self.model.n_features()
+    }
+
+    /// Inject the pending features.
+    fn catch_up(&mut self) {
+        if !self.pending.is_empty() {
+            self.model.inject(&mut self.cache, &self.pending);
+            self.pending.clear();
+        }
     }
 }
 
@@ -102,6 +115,7 @@ impl Drafter for DiffusionDrafter {
 
     fn begin(&mut self, _prompt: &[Token]) {
         self.cache.clear();
+        self.pending.clear();
         self.rng = Rng::new(self.cfg.sampling.seed ^ 0x9e37_79b9_7f4a_7c15);
     }
 
@@ -110,22 +124,24 @@ impl Drafter for DiffusionDrafter {
     }
 
     fn observe(&mut self, pos0: usize, features: &[f32]) {
-        if pos0 != self.cache.len() {
+        if pos0 != self.context_len() {
             // Out of step (should not happen with the engine): start over from here on.
             self.cache.clear();
+            self.pending.clear();
             if pos0 != 0 {
                 return;
             }
         }
-        self.model.inject(&mut self.cache, features);
+        self.pending.extend_from_slice(features);
     }
 
     fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
         let pos = history.len() - 1;
         // Features must cover exactly the positions before the newest token.
-        if self.cache.len() != pos || max == 0 {
+        if self.context_len() != pos || max == 0 {
             return;
         }
+        self.catch_up();
         let n = max.min(self.model.cfg.block_size - 1);
         let d = self.model.cfg.n_embd;
         let hidden = self.model.draft_hidden(&self.cache, history[pos], n + 1);

@@ -26,8 +26,9 @@ pub fn pos_bucket(i: usize) -> usize {
 
 /// Confidence bins of model-based drafters (top probability in tenths).
 const CONF_BINS: usize = 10;
-/// N-gram keys: match length 1, 2, 3, 4+ × continuation seen once / more than once.
-const NGRAM_KEYS: usize = 8;
+/// N-gram keys: match length 1, 2, 3, 4–5, 6–9, 10+ × continuation seen once / more.
+const NGRAM_KEYS: usize = 12;
+const LEN_BUCKETS: [usize; 6] = [1, 2, 3, 4, 6, 10];
 
 /// What kind of evidence a drafter reports, hence how its tokens are keyed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,7 @@ impl Evidence {
     pub fn key(self, d: &Draft, i: usize) -> usize {
         match self {
             Evidence::Lookup => {
-                let len = d.match_len.clamp(1, 4) - 1;
+                let len = LEN_BUCKETS.iter().rposition(|&b| d.match_len >= b).unwrap_or(0);
                 len * 2 + usize::from(d.seen >= 2)
             }
             Evidence::Confidence => {
@@ -68,7 +69,7 @@ impl Evidence {
     fn prior(self, key: usize, bucket: usize) -> f64 {
         let first = match self {
             Evidence::Lookup => {
-                let by_len = [0.15, 0.3, 0.45, 0.55][key / 2];
+                let by_len = [0.15, 0.3, 0.4, 0.5, 0.6, 0.7][key / 2];
                 by_len + if key % 2 == 1 { 0.15 } else { 0.0 }
             }
             Evidence::Confidence => 0.8 * (key as f64 + 0.5) / CONF_BINS as f64,
@@ -76,7 +77,7 @@ impl Evidence {
         if bucket == 0 {
             first
         } else {
-            first + (0.85 - first).max(0.0) * 0.6
+            first + (0.85 - first).max(0.0) * 0.4
         }
     }
 }
@@ -148,18 +149,44 @@ impl Table {
     }
 
     /// Estimated probability that token `i` of `d` is accepted given the earlier ones
-    /// were, optimistic by about one standard error while a cell has few outcomes (so a
-    /// drafter that was never tried gets tried, and one that keeps failing stops).
+    /// were: the request's outcomes in this cell, shrunk towards the model's estimate,
+    /// itself shrunk towards the prior. Optimistic only at the first position (below):
+    /// an over-estimate further in costs a long verify batch that does not pay.
     /// `self` is the request's table, `model` the model's.
     pub fn estimate(&self, model: &Table, d: &Draft, i: usize) -> f64 {
         let key = self.evidence.key(d, i);
-        let c = self.cell(key, i);
-        let prior = self.evidence.prior(key, pos_bucket(i));
-        let m = (model.acc[c] + PRIOR_WEIGHT * prior) / (model.n[c] + PRIOR_WEIGHT);
-        let n = self.n[c] + REQUEST_WEIGHT;
-        let mean = (self.acc[c] + REQUEST_WEIGHT * m) / n;
-        let evidence = n + model.n[c].min(4.0 * REQUEST_WEIGHT);
-        (mean + (mean * (1.0 - mean) / evidence).sqrt()).min(0.999)
+        let bucket = pos_bucket(i);
+        let mut m = self.evidence.prior(key, 0);
+        let mut r = 0.0;
+        for b in 0..=bucket {
+            let c = key * POS_BUCKETS + b;
+            // A cell with few outcomes leans on its prior. For lookups the prior of a
+            // deeper position is at least the estimate of the position before it: a copy
+            // that has held so far tends to go on holding, and without this a drafter
+            // accepted in full at its first positions would never be tried further in
+            // ("win big" could not emerge).
+            let prior = match (self.evidence, b) {
+                (_, 0) | (Evidence::Confidence, _) => self.evidence.prior(key, b),
+                (Evidence::Lookup, _) => self.evidence.prior(key, b).max(m),
+            };
+            m = (model.acc[c] + PRIOR_WEIGHT * prior) / (model.n[c] + PRIOR_WEIGHT);
+            let lean = match (self.evidence, b) {
+                (Evidence::Lookup, b) if b > 0 => m.max(r),
+                _ => m,
+            };
+            r = (self.acc[c] + REQUEST_WEIGHT * lean) / (self.n[c] + REQUEST_WEIGHT);
+        }
+        let c = key * POS_BUCKETS + bucket;
+        // The first position alone gets an exploration bonus of one standard error of the
+        // request's estimate: a one-token probe is the cheapest way to learn that this
+        // request's text repeats (translation, extraction) when the priors say it rarely
+        // does; the bonus vanishes as the request's outcomes accumulate.
+        let bonus = if i == 0 {
+            (r * (1.0 - r) / (self.n[c] + REQUEST_WEIGHT)).sqrt()
+        } else {
+            0.0
+        };
+        (r + bonus).min(0.999)
     }
 }
 

@@ -34,6 +34,9 @@ const PROBE_MAX: usize = 1024;
 /// must reach.
 const GUARD_WINDOW: usize = 32;
 const GUARD_FLOOR: f64 = 0.95;
+/// A draft is verified only when its expected rate beats a plain step's by this factor:
+/// the cost curve leaves out the round's bookkeeping, and estimates are noisy.
+const MIN_GAIN: f64 = 1.03;
 
 /// What the policy remembers about a model across requests (shared by the requests of a
 /// session or an `Engine`): the cost curve and each drafter's calibration.
@@ -76,8 +79,8 @@ impl PolicyMemory {
             .or_insert_with(|| DrafterMemory {
                 table: Table::new(evidence),
                 secs: 0.0,
-                // Optimistic until tried: the first rounds probe it.
-                value: 1.5,
+                // Neutral until tried: the first probe comes after PROBE_MIN rounds.
+                value: 1.0,
                 probe_gap: PROBE_MIN,
             })
     }
@@ -103,6 +106,8 @@ pub struct FailFast {
     chosen: Option<usize>,
     guard: Guard,
     round_draft_secs: f64,
+    /// `TANDEM_POLICY_TRACE` set: every decision and outcome on stderr.
+    trace: bool,
 }
 
 impl FailFast {
@@ -146,6 +151,7 @@ impl FailFast {
             chosen: None,
             guard: Guard::default(),
             round_draft_secs: 0.0,
+            trace: std::env::var_os("TANDEM_POLICY_TRACE").is_some(),
         }
     }
 }
@@ -211,7 +217,7 @@ impl DraftPolicy for FailFast {
         let mut mem = self.memory.lock().unwrap_or_else(|e| e.into_inner());
         let plain = 1.0 / mem.cost.step();
         // (slot, k, expected rate with sunk drafting costs not charged)
-        let mut best: (Option<usize>, usize, f64) = (None, 0, plain);
+        let mut best: (Option<usize>, usize, f64) = (None, 0, plain * MIN_GAIN);
         // Free drafters first: their candidate is the bar a costly drafter must beat.
         let order: Vec<usize> = (0..self.slots.len())
             .filter(|&i| !self.slots[i].costly)
@@ -255,6 +261,15 @@ impl DraftPolicy for FailFast {
                 best = (Some(i), k, rate);
             }
         }
+        if self.trace {
+            eprintln!(
+                "policy: plain {:.1} ms, best {:?} k={} rate×{:.2}",
+                1e3 / plain,
+                best.0.map(|i| self.slots[i].drafter.name()),
+                best.1,
+                best.2 / plain
+            );
+        }
         if let (Some(i), k) = (best.0, best.1) {
             let d = &self.slots[i].draft;
             out.tokens.extend_from_slice(&d.tokens[..k]);
@@ -268,6 +283,16 @@ impl DraftPolicy for FailFast {
 
     fn outcome(&mut self, draft: &Draft, o: Outcome) {
         let mut mem = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if self.trace {
+            eprintln!(
+                "  outcome: {}/{} accepted, verify {:.1} ms (model {:.1} ms), draft {:.2} ms",
+                o.accepted,
+                o.drafted,
+                o.verify.as_secs_f64() * 1e3,
+                mem.cost.cost(o.drafted + 1) * 1e3,
+                self.round_draft_secs * 1e3
+            );
+        }
         mem.cost.observe(o.drafted + 1, o.verify.as_secs_f64());
         if let Some(i) = self.chosen {
             let s = &mut self.slots[i];
