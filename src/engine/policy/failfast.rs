@@ -108,6 +108,8 @@ pub struct FailFast {
     round_draft_secs: f64,
     /// `TANDEM_POLICY_TRACE` set: every decision and outcome on stderr.
     trace: bool,
+    /// Longest run of draft tokens accepted in one round of this request.
+    longest_run: usize,
 }
 
 impl FailFast {
@@ -152,6 +154,7 @@ impl FailFast {
             guard: Guard::default(),
             round_draft_secs: 0.0,
             trace: std::env::var_os("TANDEM_POLICY_TRACE").is_some(),
+            longest_run: 0,
         }
     }
 }
@@ -195,6 +198,7 @@ impl DraftPolicy for FailFast {
         }
         self.guard = Guard::default();
         self.chosen = None;
+        self.longest_run = 0;
     }
 
     fn feature_layers(&self) -> &[usize] {
@@ -210,11 +214,20 @@ impl DraftPolicy for FailFast {
     fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
         self.chosen = None;
         self.round_draft_secs = 0.0;
-        let cap = self.cap.min(max);
-        if cap == 0 || self.guard.paused() {
+        if self.cap.min(max) == 0 || self.guard.paused() {
             return;
         }
         let mut mem = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        // Trust region: a draft at most twice as long as the longest run this request has
+        // had accepted (at least 2), or any draft whose whole rejection costs at most one more step
+        // (C(k+1) ≤ 2 C(1)). Estimates for deep positions rest on little data, and on a
+        // CPU a long rejected draft costs several steps; on a flat (GPU) curve the second
+        // bound lets long drafts through from the start.
+        let cheap = (1..=self.cap)
+            .take_while(|&k| mem.cost.cost(k + 1) <= 2.0 * mem.cost.step())
+            .last()
+            .unwrap_or(0);
+        let cap = self.cap.min(max).min((2 * self.longest_run).max(cheap).max(2));
         let plain = 1.0 / mem.cost.step();
         // (slot, k, expected rate with sunk drafting costs not charged)
         let mut best: (Option<usize>, usize, f64) = (None, 0, plain * MIN_GAIN);
@@ -294,6 +307,7 @@ impl DraftPolicy for FailFast {
             );
         }
         mem.cost.observe(o.drafted + 1, o.verify.as_secs_f64());
+        self.longest_run = self.longest_run.max(o.accepted);
         if let Some(i) = self.chosen {
             let s = &mut self.slots[i];
             s.request.record(draft, o.drafted, o.accepted, None);
@@ -407,10 +421,12 @@ mod tests {
         let mut out = Draft::default();
         p.draft(&[0], 8, &mut out);
         let k = out.len();
+        // The verify time the curve predicts, so the online refresh leaves it as it is.
+        let secs = p.memory.lock().unwrap().cost.cost(k + 1);
         let o = Outcome {
             drafted: k,
             accepted: accepted.min(k),
-            verify: Duration::from_millis(10),
+            verify: Duration::from_secs_f64(secs),
         };
         p.outcome(&out, o);
         k
