@@ -389,18 +389,20 @@ fn generate(a: GenerateArgs) -> Result<()> {
     if a.stats_json {
         eprintln!(
             "{}",
-            serde_json::json!({"stop": fin.stop, "drafter": fin.drafter, "stats": s})
+            serde_json::json!({"stop": fin.stop, "drafter": fin.drafter, "policy": fin.policy, "stats": s})
         );
     } else if written {
         eprintln!(
-            "[{} tokens, {:.1} tok/s, stop: {} | draft {}: {} proposed, {} accepted ({:.0}%), {:.2} tokens/step | prompt {} tok in {:.0} ms, draft {:.0} ms, verify {:.0} ms, other {:.0} ms]",
+            "[{} tokens, {:.1} tok/s, stop: {} | draft {} ({}): {} proposed, {} accepted ({:.0}%), mean k {:.2}, {:.2} tokens/step | prompt {} tok in {:.0} ms, draft {:.0} ms, verify {:.0} ms, other {:.0} ms]",
             s.n_generated,
             s.tokens_per_s(),
             fin.stop,
             fin.drafter,
+            fin.policy,
             s.drafted,
             s.accepted,
             100.0 * s.acceptance_rate(),
+            s.mean_k(),
             s.tokens_per_round(),
             s.n_prompt,
             s.prefill.as_secs_f64() * 1e3,

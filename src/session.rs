@@ -14,7 +14,6 @@ use crate::engine::{
     PolicyMemory,
 };
 use crate::models::{self, FetchError};
-use crate::sampling::SamplingConfig;
 use crate::target::head::{HeadError, OutputHead};
 use crate::target::{Context, ContextParams, Model, ModelParams, TargetError, Token};
 
@@ -203,12 +202,8 @@ impl Session {
         Ok(m)
     }
 
-    /// A fresh drafter for `spec`; drafters that sample use the request's `sampling`.
-    pub fn drafter(
-        &mut self,
-        spec: &DraftSpec,
-        sampling: &SamplingConfig,
-    ) -> Result<Box<dyn Drafter>, SessionError> {
+    /// A fresh drafter for `spec` (the request's sampling settings come with each draft).
+    pub fn drafter(&mut self, spec: &DraftSpec) -> Result<Box<dyn Drafter>, SessionError> {
         Ok(match spec {
             DraftSpec::None => Box::new(NoDrafter),
             // Auto's first drafter (use `drafters` for all of them).
@@ -221,10 +216,7 @@ impl Session {
                 let model = self.dflash(&d.path)?;
                 Box::new(DiffusionDrafter::new(
                     model,
-                    DiffusionConfig {
-                        p_min: d.p_min,
-                        sampling: sampling.clone(),
-                    },
+                    DiffusionConfig { p_min: d.p_min },
                 ))
             }
         })
@@ -232,20 +224,16 @@ impl Session {
 
     /// The drafters `spec` names: one, or for `Auto` the n-gram drafter and the diffusion
     /// drafter when a file is given.
-    pub fn drafters(
-        &mut self,
-        spec: &DraftSpec,
-        sampling: &SamplingConfig,
-    ) -> Result<Vec<Box<dyn Drafter>>, SessionError> {
+    pub fn drafters(&mut self, spec: &DraftSpec) -> Result<Vec<Box<dyn Drafter>>, SessionError> {
         match spec {
             DraftSpec::Auto(ngram, diffusion) => {
-                let mut v = vec![self.drafter(&DraftSpec::Ngram(ngram.clone()), sampling)?];
+                let mut v = vec![self.drafter(&DraftSpec::Ngram(ngram.clone()))?];
                 if !diffusion.path.as_os_str().is_empty() {
-                    v.push(self.drafter(&DraftSpec::Diffusion(diffusion.clone()), sampling)?);
+                    v.push(self.drafter(&DraftSpec::Diffusion(diffusion.clone()))?);
                 }
                 Ok(v)
             }
-            s => Ok(vec![self.drafter(s, sampling)?]),
+            s => Ok(vec![self.drafter(s)?]),
         }
     }
 
@@ -256,14 +244,13 @@ impl Session {
         &mut self,
         spec: &DraftSpec,
         kind: PolicyKind,
-        sampling: &SamplingConfig,
         head: Option<&Arc<OutputHead>>,
         draft_max: usize,
     ) -> Result<Box<dyn DraftPolicy>, SessionError> {
         if *spec == DraftSpec::None || draft_max == 0 {
             return Ok(Box::new(FixedPolicy::new(NoDrafter, 0)));
         }
-        let mut drafters = self.drafters(spec, sampling)?;
+        let mut drafters = self.drafters(spec)?;
         Ok(match kind {
             PolicyKind::Fixed => Box::new(FixedPolicy::boxed(drafters.swap_remove(0), draft_max)),
             PolicyKind::FailFast => {

@@ -8,6 +8,7 @@ use common::*;
 use tandem::bench::common_prefix_len;
 use tandem::draft::{DiffusionConfig, DiffusionDrafter, Draft, Drafter, NoDrafter, OracleDrafter};
 use tandem::engine::EngineConfig;
+use tandem::sampling::SamplingConfig;
 use tandem::target::Token;
 
 const N_TOKENS: usize = 32;
@@ -94,10 +95,10 @@ impl Drafter for Spy {
     fn observe(&mut self, pos0: usize, f: &[f32]) {
         self.diff.observe(pos0, f);
     }
-    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
+    fn draft(&mut self, history: &[Token], max: usize, s: &SamplingConfig, out: &mut Draft) {
         assert_eq!(self.diff.context_len(), history.len() - 1);
         self.checks += 1;
-        self.oracle.draft(history, max, out);
+        self.oracle.draft(history, max, s, out);
     }
     fn accept(&mut self, n: usize) {
         self.oracle.accept(n);
@@ -146,7 +147,8 @@ fn drafter_features_follow_accepted_tokens_and_match_a_fresh_prefill() {
     history.truncate(spy.diff.context_len() + 1);
     assert!(history.len() > toks.len() + 8);
     let mut incremental = Draft::default();
-    spy.diff.draft(&history, 15, &mut incremental);
+    spy.diff
+        .draft(&history, 15, &SamplingConfig::greedy(), &mut incremental);
     let mut fresh2 = diffusion(&m);
     let mut ctx2 = context(&m, 1024);
     ctx2.set_feature_layers(fresh2.feature_layers()).unwrap();
@@ -160,7 +162,7 @@ fn drafter_features_follow_accepted_tokens_and_match_a_fresh_prefill() {
     ctx2.features_into(0..history.len() - 1, &mut f).unwrap();
     fresh2.observe(0, &f);
     let mut want = Draft::default();
-    fresh2.draft(&history, 15, &mut want);
+    fresh2.draft(&history, 15, &SamplingConfig::greedy(), &mut want);
     assert_eq!(incremental.tokens.len(), 15);
     assert_eq!(incremental.tokens, want.tokens);
     for (a, b) in incremental.confidence.iter().zip(&want.confidence) {
@@ -173,16 +175,10 @@ fn drafter_features_follow_accepted_tokens_and_match_a_fresh_prefill() {
     let mut sorted = want.confidence.clone();
     sorted.sort_by(f32::total_cmp);
     for p_min in [1e-12, sorted[7]] {
-        let mut ff = DiffusionDrafter::new(
-            fresh2.model().clone(),
-            DiffusionConfig {
-                p_min,
-                ..DiffusionConfig::default()
-            },
-        );
+        let mut ff = DiffusionDrafter::new(fresh2.model().clone(), DiffusionConfig { p_min });
         ff.observe(0, &f);
         let mut got = Draft::default();
-        ff.draft(&history, 15, &mut got);
+        ff.draft(&history, 15, &SamplingConfig::greedy(), &mut got);
         let cut = want
             .confidence
             .iter()

@@ -106,7 +106,11 @@ fn check_model_with(name: &str, exact: bool, exact_batch: usize, eps: f32, lazy:
         // The fail-fast policy (draft lengths varying per round) over the n-gram drafter
         // and a replay that goes wrong at draft offset 2, on a flat and on a steep curve.
         for flat in [true, false] {
-            let k = if exact_batch > 1 && exact_batch < 17 { exact_batch - 1 } else { 16 };
+            let k = if exact_batch > 1 && exact_batch < 17 {
+                exact_batch - 1
+            } else {
+                16
+            };
             let cfg = EngineConfig {
                 draft_max: k,
                 check_kv: true,

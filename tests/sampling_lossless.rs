@@ -114,10 +114,7 @@ fn check_sampling_with(lazy: bool, diffusion: bool, failfast: bool) {
         let mut d: Box<dyn tandem::draft::Drafter> = if diffusion {
             Box::new(DiffusionDrafter::new(
                 random_dflash(&m),
-                DiffusionConfig {
-                    p_min: 0.0,
-                    sampling: cfg2.sampling.clone(),
-                },
+                DiffusionConfig { p_min: 0.0 },
             ))
         } else {
             Box::new(NgramDrafter::new(NgramConfig { n_max: 3, n_min: 1 }))

@@ -56,7 +56,10 @@ fn a_fresh_machine_with_only_libclang_cpp_has_no_libclang() {
 fn a_provisioned_machine_has_libclang() {
     // What Debian's libclang-dev (with libclang1-14) lays out.
     for layout in [
-        &["usr/lib/llvm-14/lib/libclang.so", "usr/lib/llvm-14/lib/libclang-cpp.so.14"][..],
+        &[
+            "usr/lib/llvm-14/lib/libclang.so",
+            "usr/lib/llvm-14/lib/libclang-cpp.so.14",
+        ][..],
         &["usr/lib/x86_64-linux-gnu/libclang-14.so.1"][..],
         &["usr/lib/llvm-14/lib/libclang.so.1"][..],
         &["usr/local/lib/libclang-17.so"][..],

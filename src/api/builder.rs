@@ -229,7 +229,7 @@ impl EngineBuilder {
         let mut session = Session::open(&cfg).map_err(setup_err)?;
         // Load the drafter and head now, so that a bad drafter file fails here and not
         // in the first request.
-        session.drafters(&draft, &self.sampling).map_err(setup_err)?;
+        session.drafters(&draft).map_err(setup_err)?;
         let lazy_head = if draft == DraftSpec::None {
             None
         } else {

@@ -37,6 +37,8 @@ pub struct Finish {
     pub completion_tokens: usize,
     /// The drafter that was used (`none`, `ngram`, `diffusion`).
     pub drafter: &'static str,
+    /// The draft policy (`failfast` or `fixed`).
+    pub policy: &'static str,
     /// Speculative statistics: rounds, drafted and accepted tokens, time split.
     pub stats: Stats,
 }
@@ -47,7 +49,7 @@ pub enum Event {
     /// Newly committed text (whole characters; never part of a stop string).
     Text(String),
     /// The generation ended normally.
-    Done(Finish),
+    Done(Box<Finish>),
     /// The generation failed.
     Failed(ApiError),
 }
@@ -172,7 +174,7 @@ impl Iterator for TextStream {
         match self.rx.blocking_recv() {
             Some(Event::Text(t)) => Some(Ok(t)),
             Some(Event::Done(f)) => {
-                self.end = Some(Ok(f));
+                self.end = Some(Ok(*f));
                 None
             }
             Some(Event::Failed(e)) => {

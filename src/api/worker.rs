@@ -61,7 +61,7 @@ fn run(
         // Counters first, then `busy`: whoever sees the engine idle sees them updated.
         status.busy.store(false, Ordering::Release);
         let _ = job.tx.send(match outcome {
-            Ok(f) => Event::Done(f),
+            Ok(f) => Event::Done(Box::new(f)),
             Err(e) => Event::Failed(e),
         });
     }
@@ -76,13 +76,7 @@ fn run_job(
 ) -> Result<Finish, ApiError> {
     let gen_err = |e: crate::session::SessionError| ApiError::Generation(e.to_string());
     let mut policy = session
-        .policy(
-            &info.draft,
-            info.policy,
-            &job.sampling,
-            lazy_head.as_ref(),
-            info.draft_max,
-        )
+        .policy(&info.draft, info.policy, lazy_head.as_ref(), info.draft_max)
         .map_err(gen_err)?;
     let cfg = EngineConfig {
         draft_max: info.draft_max,
@@ -134,6 +128,7 @@ fn run_job(
         prompt_tokens: job.tokens.len(),
         completion_tokens: g.tokens.len(),
         drafter: info.draft.name(),
+        policy: info.policy.name(),
         stats: g.stats,
     })
 }

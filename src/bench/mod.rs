@@ -14,13 +14,12 @@ pub use chart::speedup_chart_svg;
 pub use drafter_speed::{DrafterSpeed, drafter_speed};
 pub use report::{PromptResult, Report, category_table, policy_table, prompt_table};
 pub use stats::{
-    CategorySummary, Divergence, Summary, common_prefix_len, median, per_category,
-    overall_speedup, set_oracle_fractions, summarize,
+    CategorySummary, Divergence, Summary, common_prefix_len, median, overall_speedup, per_category,
+    set_oracle_fractions, summarize,
 };
 
 use crate::draft::{NgramConfig, OracleDrafter};
 use crate::engine::{DraftPolicy, EngineConfig, FixedPolicy, PolicyKind};
-use crate::sampling::SamplingConfig;
 use crate::session::{DiffusionSpec, DraftSpec, Session, SessionError};
 use crate::target::{Token, llama_spec_generate};
 
@@ -84,11 +83,9 @@ impl BenchConfig {
         }
         let (name, fixed) = match name.split_once('@') {
             Some((n, k)) => {
-                let k: usize = k
-                    .parse()
-                    .ok()
-                    .filter(|&k| k >= 1)
-                    .ok_or_else(|| format!("'{s}': the draft length after @ must be a positive number"))?;
+                let k: usize = k.parse().ok().filter(|&k| k >= 1).ok_or_else(|| {
+                    format!("'{s}': the draft length after @ must be a positive number")
+                })?;
                 (n, Some(k))
             }
             None => (name, None),
@@ -178,7 +175,7 @@ pub fn run_one(
                         (_, Some(k)) => (PolicyKind::Fixed, *k),
                         (_, None) => (PolicyKind::FailFast, draft_max),
                     };
-                    let p = session.policy(&spec, kind, &SamplingConfig::greedy(), head.as_ref(), k)?;
+                    let p = session.policy(&spec, kind, head.as_ref(), k)?;
                     (p, k)
                 }
                 _ => {

@@ -204,7 +204,12 @@ fn k_shares(h: &[usize]) -> String {
     let bins = [(0, 0), (1, 3), (4, 7), (8, 15), (16, usize::MAX)];
     bins.iter()
         .map(|&(a, b)| {
-            let n: usize = h.iter().enumerate().filter(|(k, _)| *k >= a && *k <= b).map(|(_, n)| n).sum();
+            let n: usize = h
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k >= a && *k <= b)
+                .map(|(_, n)| n)
+                .sum();
             format!("{:.0}", 100.0 * n as f64 / total as f64)
         })
         .collect::<Vec<_>>()

@@ -97,7 +97,14 @@ impl Drafter for Recorder {
         self.features.extend_from_slice(features);
         self.next = pos0 + features.len() / self.width;
     }
-    fn draft(&mut self, _history: &[Token], _max: usize, _out: &mut Draft) {}
+    fn draft(
+        &mut self,
+        _h: &[Token],
+        _max: usize,
+        _s: &crate::sampling::SamplingConfig,
+        _out: &mut Draft,
+    ) {
+    }
 }
 
 /// Collect continuations of `prompts` (already tokenized; `Err` = skip with that reason)

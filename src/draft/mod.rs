@@ -8,7 +8,7 @@ pub use diffusion::{DiffusionConfig, DiffusionDrafter};
 pub use ngram::{NgramConfig, NgramDrafter};
 pub use oracle::OracleDrafter;
 
-use crate::sampling::Dist;
+use crate::sampling::{Dist, SamplingConfig};
 use crate::target::Token;
 
 /// A proposed continuation. `q[i]` is the drafter's distribution for `tokens[i]` (after
@@ -76,7 +76,9 @@ pub trait Drafter: Send {
 
     /// Propose up to `max` tokens to follow `history` (prompt + everything generated so
     /// far, including the token about to be verified). Write into `out` (already cleared).
-    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft);
+    /// `sampling` is the request's: drafters that sample draw from it and report q under
+    /// it (rejection sampling stays exact); the same drafter serves any request.
+    fn draft(&mut self, history: &[Token], max: usize, sampling: &SamplingConfig, out: &mut Draft);
 
     /// The last draft's first `n_accepted` tokens were kept.
     fn accept(&mut self, _n_accepted: usize) {}
@@ -102,8 +104,8 @@ impl<D: Drafter + ?Sized> Drafter for &mut D {
     fn begin(&mut self, prompt: &[Token]) {
         (**self).begin(prompt)
     }
-    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
-        (**self).draft(history, max, out)
+    fn draft(&mut self, history: &[Token], max: usize, sampling: &SamplingConfig, out: &mut Draft) {
+        (**self).draft(history, max, sampling, out)
     }
     fn accept(&mut self, n_accepted: usize) {
         (**self).accept(n_accepted)
@@ -125,5 +127,5 @@ impl Drafter for NoDrafter {
         "none"
     }
 
-    fn draft(&mut self, _history: &[Token], _max: usize, _out: &mut Draft) {}
+    fn draft(&mut self, _history: &[Token], _max: usize, _s: &SamplingConfig, _out: &mut Draft) {}
 }

@@ -3,6 +3,7 @@
 //! Wins on text that repeats its input (code edits, extraction, summaries quoting the source).
 
 use super::{Draft, Drafter};
+use crate::sampling::SamplingConfig;
 use crate::target::Token;
 
 /// Longest match length reported as evidence (see [`Draft::match_len`]).
@@ -47,7 +48,7 @@ impl Drafter for NgramDrafter {
         "ngram"
     }
 
-    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
+    fn draft(&mut self, history: &[Token], max: usize, _s: &SamplingConfig, out: &mut Draft) {
         if max == 0 {
             return;
         }
@@ -64,7 +65,10 @@ impl Drafter for NgramDrafter {
                 // The evidence is the whole matched context, not only the n looked up:
                 // extend the match backwards (bounded) to its true length.
                 let mut m = n;
-                while m < MATCH_LEN_CAP && start > m - n && history[start - (m - n) - 1] == history[len - m - 1] {
+                while m < MATCH_LEN_CAP
+                    && start > m - n
+                    && history[start - (m - n) - 1] == history[len - m - 1]
+                {
                     m += 1;
                 }
                 out.match_len = m;
@@ -86,7 +90,7 @@ mod tests {
 
     fn draft(h: &[Token], max: usize, cfg: NgramConfig) -> Vec<Token> {
         let mut d = Draft::default();
-        NgramDrafter::new(cfg).draft(h, max, &mut d);
+        NgramDrafter::new(cfg).draft(h, max, &SamplingConfig::greedy(), &mut d);
         d.tokens
     }
 
@@ -112,13 +116,13 @@ mod tests {
     fn reports_match_length_and_sightings() {
         let h = [1, 2, 3, 7, 8, 5, 1, 2, 3, 7, 6, 1, 2, 3];
         let mut d = Draft::default();
-        NgramDrafter::new(NgramConfig::default()).draft(&h, 2, &mut d);
+        NgramDrafter::new(NgramConfig::default()).draft(&h, 2, &SamplingConfig::greedy(), &mut d);
         assert_eq!(d.tokens, vec![7, 6]);
         assert_eq!((d.match_len, d.seen), (3, 2));
         // The match is extended backwards beyond n_max: "5 6 7 8 9 1 2 3" occurs twice.
         let h = [5, 6, 7, 8, 9, 1, 2, 3, 4, 0, 5, 6, 7, 8, 9, 1, 2, 3];
         let mut d = Draft::default();
-        NgramDrafter::new(NgramConfig::default()).draft(&h, 2, &mut d);
+        NgramDrafter::new(NgramConfig::default()).draft(&h, 2, &SamplingConfig::greedy(), &mut d);
         assert_eq!(d.tokens, vec![4, 0]);
         assert_eq!(d.match_len, 8);
     }

@@ -2,6 +2,7 @@
 //! cost. Its speedup is the ceiling of speculative decoding for a model on a machine.
 
 use super::{Draft, Drafter};
+use crate::sampling::SamplingConfig;
 use crate::target::Token;
 
 /// Drafter that replays a recorded greedy continuation (the speedup ceiling).
@@ -29,7 +30,7 @@ impl Drafter for OracleDrafter {
         "oracle"
     }
 
-    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
+    fn draft(&mut self, history: &[Token], max: usize, _s: &SamplingConfig, out: &mut Draft) {
         let done = history.len().saturating_sub(self.prompt_len);
         // Once the run has left the reference (a near-tie flipped) there is nothing to replay.
         if done > self.reference.len() || history[self.prompt_len..] != self.reference[..done] {
@@ -54,14 +55,14 @@ mod tests {
     fn replays_the_rest_of_the_reference() {
         let mut o = OracleDrafter::new(vec![5, 6, 7, 8], 2);
         let mut d = Draft::default();
-        o.draft(&[1, 2, 5], 2, &mut d);
+        o.draft(&[1, 2, 5], 2, &SamplingConfig::greedy(), &mut d);
         assert_eq!(d.tokens, vec![6, 7]);
         d.clear();
         o.corrupt_at = Some(0);
-        o.draft(&[1, 2, 5, 6], 8, &mut d);
+        o.draft(&[1, 2, 5, 6], 8, &SamplingConfig::greedy(), &mut d);
         assert_eq!(d.tokens, vec![6, 8]);
         d.clear();
-        o.draft(&[1, 2, 9], 2, &mut d); // diverged
+        o.draft(&[1, 2, 9], 2, &SamplingConfig::greedy(), &mut d); // diverged
         assert!(d.is_empty());
     }
 }

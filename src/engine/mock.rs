@@ -47,8 +47,17 @@ impl Target for MockTarget {
     fn clear(&mut self) {
         self.kv = 0;
     }
-    fn decode(&mut self, tokens: &[Token], start: usize, outputs: Outputs) -> Result<(), TargetError> {
-        assert_eq!(start, self.kv, "decode at {start} but the cache holds {}", self.kv);
+    fn decode(
+        &mut self,
+        tokens: &[Token],
+        start: usize,
+        outputs: Outputs,
+    ) -> Result<(), TargetError> {
+        assert_eq!(
+            start, self.kv,
+            "decode at {start} but the cache holds {}",
+            self.kv
+        );
         if start + tokens.len() > self.n_ctx {
             return Err(TargetError::ContextFull { n_ctx: self.n_ctx });
         }
@@ -74,7 +83,11 @@ impl Target for MockTarget {
     fn set_feature_layers(&mut self, _layers: &[usize]) -> Result<(), TargetError> {
         Ok(())
     }
-    fn features_into(&self, _r: std::ops::Range<usize>, out: &mut Vec<f32>) -> Result<(), TargetError> {
+    fn features_into(
+        &self,
+        _r: std::ops::Range<usize>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), TargetError> {
         out.clear();
         Ok(())
     }
@@ -108,7 +121,13 @@ mod tests {
         fn name(&self) -> &str {
             "scripted"
         }
-        fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
+        fn draft(
+            &mut self,
+            history: &[Token],
+            max: usize,
+            _s: &crate::sampling::SamplingConfig,
+            out: &mut Draft,
+        ) {
             let mut t = *history.last().expect("history");
             for i in 0..self.k.min(max) {
                 t = next_of(t, self.eog_after);
@@ -125,9 +144,16 @@ mod tests {
             check_kv: true,
             ..EngineConfig::default()
         };
-        generate(&mut t, &mut crate::draft::NoDrafter, prompt, max, &cfg, &mut |_| true)
-            .expect("plain")
-            .tokens
+        generate(
+            &mut t,
+            &mut crate::draft::NoDrafter,
+            prompt,
+            max,
+            &cfg,
+            &mut |_| true,
+        )
+        .expect("plain")
+        .tokens
     }
 
     /// Runs the loop with a scripted drafter, checking after every commit that the KV
@@ -147,13 +173,21 @@ mod tests {
             check_kv: true,
             ..EngineConfig::default()
         };
-        let mut d = Scripted { k, wrong_at, eog_after };
+        let mut d = Scripted {
+            k,
+            wrong_at,
+            eog_after,
+        };
         let g = generate(&mut t, &mut d, &prompt, max, &cfg, &mut |_| true).expect("generate");
         if g.stop != StopReason::Eog && g.stop != StopReason::ContextFull {
             // The loop leaves the newest token undecoded.
             assert_eq!(t.kv_len(), prompt.len() + g.tokens.len() - 1);
         }
-        assert_eq!(g.tokens, plain(n_ctx, &prompt, max, eog_after), "k={k} wrong_at={wrong_at:?}");
+        assert_eq!(
+            g.tokens,
+            plain(n_ctx, &prompt, max, eog_after),
+            "k={k} wrong_at={wrong_at:?}"
+        );
         (g.tokens, g.stop, g.stats)
     }
 
@@ -216,7 +250,11 @@ mod tests {
         use crate::engine::{FailFast, PolicyMemory, run as run_policy};
         let mem = PolicyMemory::shared(CostModel::relative(0.001, &[1.0, 1.1, 1.2, 1.3, 1.4]));
         for wrong_at in [None, Some(0), Some(2)] {
-            let d = Scripted { k: 8, wrong_at, eog_after: None };
+            let d = Scripted {
+                k: 8,
+                wrong_at,
+                eog_after: None,
+            };
             let mut p = FailFast::new(vec![Box::new(d)], 8, mem.clone());
             let mut t = MockTarget::new(256);
             let cfg = EngineConfig {

@@ -327,7 +327,7 @@ pub fn run<T: Target + ?Sized>(
         let td = Instant::now();
         draft.clear();
         if k > 0 {
-            policy.draft(&history, k, &mut draft);
+            policy.draft(&history, k, &cfg.sampling, &mut draft);
             draft.truncate(k);
         }
         stats.draft += td.elapsed();

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sampling::argmax;
-use crate::target::head::OutputHead;
 use super::Target;
+use crate::sampling::argmax;
 use crate::target::Token;
+use crate::target::head::OutputHead;
 
 pub struct RoundRows<'a, T: Target + ?Sized> {
     ctx: &'a T,

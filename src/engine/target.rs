@@ -14,8 +14,12 @@ pub trait Target {
     /// Empty the KV cache.
     fn clear(&mut self);
     /// Decode `tokens` at positions `start_pos..`, producing the rows `outputs` asks for.
-    fn decode(&mut self, tokens: &[Token], start_pos: usize, outputs: Outputs)
-    -> Result<(), TargetError>;
+    fn decode(
+        &mut self,
+        tokens: &[Token],
+        start_pos: usize,
+        outputs: Outputs,
+    ) -> Result<(), TargetError>;
     /// Logits of output row `i` of the last decode.
     fn logits(&self, i: usize) -> &[f32];
     /// Final-norm hidden state of row `i` of the last `Outputs::Hidden` decode.
@@ -23,8 +27,11 @@ pub trait Target {
     /// Capture the inputs of these layers in every later decode (drafter features).
     fn set_feature_layers(&mut self, layers: &[usize]) -> Result<(), TargetError>;
     /// The captured features of rows `rows` of the last decode, concatenated.
-    fn features_into(&self, rows: std::ops::Range<usize>, out: &mut Vec<f32>)
-    -> Result<(), TargetError>;
+    fn features_into(
+        &self,
+        rows: std::ops::Range<usize>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), TargetError>;
     /// Drop every KV cell from position `from` on.
     fn truncate(&mut self, from: usize) -> Result<(), TargetError>;
     /// Positions the KV cache holds.

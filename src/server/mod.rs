@@ -246,7 +246,7 @@ async fn answer(
     let finish = loop {
         match stream.next_event().await {
             Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::Done(f)) => break f,
+            Some(Event::Done(f)) => break *f,
             Some(Event::Failed(e)) => return Err(e.into()),
             None => return Err(crate::api::ApiError::EngineGone.into()),
         }

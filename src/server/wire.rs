@@ -282,7 +282,10 @@ pub fn tandem_stats(f: &Finish, draft_max: usize) -> Value {
     let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
     json!({
         "drafter": f.drafter,
+        "policy": f.policy,
         "draft_max": draft_max,
+        "mean_k": s.mean_k(),
+        "k_hist": s.k_hist,
         "rounds": s.rounds,
         "drafted": s.drafted,
         "accepted": s.accepted,

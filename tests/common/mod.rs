@@ -103,7 +103,13 @@ pub fn run_failfast(
     cfg: &EngineConfig,
 ) -> Generation {
     let rel: Vec<f64> = (0..33)
-        .map(|i| if flat { 1.0 + 0.01 * i as f64 } else { 1.0 + 0.45 * i as f64 })
+        .map(|i| {
+            if flat {
+                1.0 + 0.01 * i as f64
+            } else {
+                1.0 + 0.45 * i as f64
+            }
+        })
         .collect();
     let memory = PolicyMemory::shared(CostModel::relative(0.01, &rel));
     let mut p = FailFast::new(drafters, cfg.draft_max, memory);

@@ -29,24 +29,14 @@ pub fn default_target_layers(n_layer: usize) -> Vec<usize> {
     v
 }
 
-/// Plain-data settings of the diffusion drafter.
-#[derive(Debug, Clone)]
+/// Plain-data settings of the diffusion drafter. (The request's sampling settings come
+/// with every draft call: drafts are sampled from them and q reported under them, so
+/// rejection sampling stays exact; greedy drafts the drafter's argmax.)
+#[derive(Debug, Clone, Default)]
 pub struct DiffusionConfig {
     /// Stop the draft at the first position whose top probability is below this
     /// ("fail fast"; 0 = always the full block).
     pub p_min: f32,
-    /// The request's sampling transform: drafts are sampled from it and q reported under
-    /// it, so rejection sampling stays exact. Greedy: the drafter's argmax.
-    pub sampling: SamplingConfig,
-}
-
-impl Default for DiffusionConfig {
-    fn default() -> Self {
-        Self {
-            p_min: 0.0,
-            sampling: SamplingConfig::greedy(),
-        }
-    }
 }
 
 /// The DFlash diffusion drafter: proposes a block per pass, conditioned on target features.
@@ -58,21 +48,21 @@ pub struct DiffusionDrafter {
     /// `cache.len()..`): injection waits for the next draft, so rounds in which a policy
     /// does not ask this drafter cost only a copy, and catching up is one batched pass.
     pending: Vec<f32>,
-    rng: Rng,
+    /// Seeded from the request's seed at its first draft.
+    rng: Option<Rng>,
     logits: Vec<Vec<f32>>,
 }
 
 impl DiffusionDrafter {
-    /// A drafter over `model` with an empty cache and an RNG seeded from `cfg.sampling.seed`.
+    /// A drafter over `model` with an empty cache.
     pub fn new(model: Arc<DflashModel>, cfg: DiffusionConfig) -> Self {
         let cache = model.new_cache();
-        let rng = Rng::new(cfg.sampling.seed ^ 0x9e37_79b9_7f4a_7c15);
         Self {
             model,
             cfg,
             cache,
             pending: Vec::new(),
-            rng,
+            rng: None,
             logits: Vec::new(),
         }
     }
@@ -116,7 +106,7 @@ impl Drafter for DiffusionDrafter {
     fn begin(&mut self, _prompt: &[Token]) {
         self.cache.clear();
         self.pending.clear();
-        self.rng = Rng::new(self.cfg.sampling.seed ^ 0x9e37_79b9_7f4a_7c15);
+        self.rng = None;
     }
 
     fn feature_layers(&self) -> &[usize] {
@@ -135,7 +125,7 @@ impl Drafter for DiffusionDrafter {
         self.pending.extend_from_slice(features);
     }
 
-    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
+    fn draft(&mut self, history: &[Token], max: usize, sampling: &SamplingConfig, out: &mut Draft) {
         let pos = history.len() - 1;
         // Features must cover exactly the positions before the newest token.
         if self.context_len() != pos || max == 0 {
@@ -149,7 +139,10 @@ impl Drafter for DiffusionDrafter {
         // confidence floor, rows go through it a few at a time (4 share one pass over the
         // head's weights) and drafting stops at the first unconfident row: fail fast.
         let chunk = if self.cfg.p_min > 0.0 { 4 } else { n };
-        let greedy = self.cfg.sampling.is_greedy();
+        let greedy = sampling.is_greedy();
+        let rng = self
+            .rng
+            .get_or_insert_with(|| Rng::new(sampling.seed ^ 0x9e37_79b9_7f4a_7c15));
         let mut i = 0;
         'rows: while i < n {
             let c = chunk.min(n - i);
@@ -166,8 +159,8 @@ impl Drafter for DiffusionDrafter {
                     out.q.push(None);
                 } else {
                     let mut q = Dist::default();
-                    self.cfg.sampling.distribution_into(row, &mut q);
-                    let t = q.sample_with(self.rng.uniform());
+                    sampling.distribution_into(row, &mut q);
+                    let t = q.sample_with(rng.uniform());
                     out.tokens.push(t);
                     out.q.push(Some(q));
                 }

@@ -51,7 +51,10 @@ impl Evidence {
     pub fn key(self, d: &Draft, i: usize) -> usize {
         match self {
             Evidence::Lookup => {
-                let len = LEN_BUCKETS.iter().rposition(|&b| d.match_len >= b).unwrap_or(0);
+                let len = LEN_BUCKETS
+                    .iter()
+                    .rposition(|&b| d.match_len >= b)
+                    .unwrap_or(0);
                 len * 2 + usize::from(d.seen >= 2)
             }
             Evidence::Confidence => {

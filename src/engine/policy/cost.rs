@@ -154,7 +154,9 @@ pub fn measure<T: Target + ?Sized>(
     reps: usize,
 ) -> Result<CostModel, TargetError> {
     const DEPTH: usize = 64;
-    let max_n = max_n.min(target.n_batch()).min(target.n_ctx().saturating_sub(DEPTH + 1));
+    let max_n = max_n
+        .min(target.n_batch())
+        .min(target.n_ctx().saturating_sub(DEPTH + 1));
     target.clear();
     let prefix = vec![filler; DEPTH];
     target.decode(&prefix, 0, Outputs::Last)?;

@@ -39,7 +39,11 @@ pub fn cache_key(model: &Path, threads: usize, lazy_head: bool) -> std::io::Resu
         env!("CARGO_PKG_VERSION"),
         cfg!(debug_assertions)
     ));
-    Ok(h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect())
+    Ok(h.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn path_for(key: &str) -> Option<PathBuf> {

@@ -24,6 +24,7 @@ use super::acceptance::{Evidence, Table};
 use super::cost::CostModel;
 use super::{DraftPolicy, Outcome};
 use crate::draft::{Draft, Drafter};
+use crate::sampling::SamplingConfig;
 use crate::target::Token;
 
 /// Rounds between probes of a costly drafter that is not paying: starts here, doubles
@@ -116,7 +117,11 @@ impl FailFast {
     /// A policy over `drafters` (n-gram lookups are free; drafters conditioned on target
     /// features are costly), drafting at most `cap` tokens a round, remembering across
     /// requests in `memory`. At most one drafter may need target features.
-    pub fn new(drafters: Vec<Box<dyn Drafter>>, cap: usize, memory: Arc<Mutex<PolicyMemory>>) -> Self {
+    pub fn new(
+        drafters: Vec<Box<dyn Drafter>>,
+        cap: usize,
+        memory: Arc<Mutex<PolicyMemory>>,
+    ) -> Self {
         let mut layers = Vec::new();
         let slots: Vec<Slot> = drafters
             .into_iter()
@@ -211,7 +216,7 @@ impl DraftPolicy for FailFast {
         }
     }
 
-    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
+    fn draft(&mut self, history: &[Token], max: usize, sampling: &SamplingConfig, out: &mut Draft) {
         self.chosen = None;
         self.round_draft_secs = 0.0;
         if self.cap.min(max) == 0 || self.guard.paused() {
@@ -227,7 +232,10 @@ impl DraftPolicy for FailFast {
             .take_while(|&k| mem.cost.cost(k + 1) <= 2.0 * mem.cost.step())
             .last()
             .unwrap_or(0);
-        let cap = self.cap.min(max).min((2 * self.longest_run).max(cheap).max(2));
+        let cap = self
+            .cap
+            .min(max)
+            .min((2 * self.longest_run).max(cheap).max(2));
         let plain = 1.0 / mem.cost.step();
         // (slot, k, expected rate with sunk drafting costs not charged)
         let mut best: (Option<usize>, usize, f64) = (None, 0, plain * MIN_GAIN);
@@ -249,13 +257,17 @@ impl DraftPolicy for FailFast {
             }
             s.draft.clear();
             let t0 = Instant::now();
-            s.drafter.draft(history, cap, &mut s.draft);
+            s.drafter.draft(history, cap, sampling, &mut s.draft);
             let secs = t0.elapsed().as_secs_f64();
             self.round_draft_secs += secs;
             let (k, rate) = best_length(&s.draft, &s.request, &dm.table, &mem.cost, cap, 0.0);
             if s.costly {
                 s.since_run = 0;
-                let d_secs = if dm.secs == 0.0 { secs } else { dm.secs + 0.2 * (secs - dm.secs) };
+                let d_secs = if dm.secs == 0.0 {
+                    secs
+                } else {
+                    dm.secs + 0.2 * (secs - dm.secs)
+                };
                 // Its value had it been chosen with its cost charged: what decides whether
                 // running it next round is worth it.
                 let (_, charged) =
@@ -319,7 +331,12 @@ impl DraftPolicy for FailFast {
         }
         let secs = o.verify.as_secs_f64() + self.round_draft_secs;
         let plain = 1.0 / mem.cost.step();
-        self.guard.record(o.accepted + 1, secs, o.drafted > 0 || self.round_draft_secs > 0.0, plain);
+        self.guard.record(
+            o.accepted + 1,
+            secs,
+            o.drafted > 0 || self.round_draft_secs > 0.0,
+            plain,
+        );
     }
 }
 
@@ -394,7 +411,7 @@ mod tests {
         fn name(&self) -> &str {
             "scripted"
         }
-        fn draft(&mut self, _h: &[Token], max: usize, out: &mut Draft) {
+        fn draft(&mut self, _h: &[Token], max: usize, _s: &SamplingConfig, out: &mut Draft) {
             for &t in self.tokens.iter().take(max) {
                 out.push_point(t);
             }
@@ -419,7 +436,7 @@ mod tests {
 
     fn round(p: &mut FailFast, accepted: usize) -> usize {
         let mut out = Draft::default();
-        p.draft(&[0], 8, &mut out);
+        p.draft(&[0], 8, &SamplingConfig::greedy(), &mut out);
         let k = out.len();
         // The verify time the curve predicts, so the online refresh leaves it as it is.
         let secs = p.memory.lock().unwrap().cost.cost(k + 1);
@@ -457,7 +474,8 @@ mod tests {
     #[test]
     fn a_flat_cost_curve_drafts_long_even_when_unsure() {
         // GPU-like: a batch of 9 costs about one step.
-        let flat = CostModel::relative(0.01, &[1.0, 1.02, 1.03, 1.04, 1.05, 1.06, 1.07, 1.08, 1.09]);
+        let flat =
+            CostModel::relative(0.01, &[1.0, 1.02, 1.03, 1.04, 1.05, 1.06, 1.07, 1.08, 1.09]);
         let mut p = policy(flat, 2, 1);
         assert!(round(&mut p, 1) >= 4);
     }

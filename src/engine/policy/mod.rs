@@ -17,6 +17,7 @@ use std::time::Duration;
 pub use failfast::{FailFast, PolicyMemory};
 
 use crate::draft::{Draft, Drafter};
+use crate::sampling::SamplingConfig;
 use crate::target::Token;
 
 /// Which policy decides draft lengths. Parsed from `--policy`.
@@ -77,7 +78,7 @@ pub trait DraftPolicy: Send {
 
     /// Write this round's draft (at most `max` tokens) into `out` (already cleared); an
     /// empty draft means a plain step.
-    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft);
+    fn draft(&mut self, history: &[Token], max: usize, sampling: &SamplingConfig, out: &mut Draft);
 
     /// The draft just written was verified.
     fn outcome(&mut self, draft: &Draft, o: Outcome);
@@ -117,10 +118,10 @@ impl DraftPolicy for FixedPolicy<'_> {
     fn observe(&mut self, pos0: usize, features: &[f32]) {
         self.drafter.observe(pos0, features);
     }
-    fn draft(&mut self, history: &[Token], max: usize, out: &mut Draft) {
+    fn draft(&mut self, history: &[Token], max: usize, sampling: &SamplingConfig, out: &mut Draft) {
         let k = self.k.min(max);
         if k > 0 {
-            self.drafter.draft(history, k, out);
+            self.drafter.draft(history, k, sampling, out);
             out.truncate(k);
         }
     }
