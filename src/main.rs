@@ -521,7 +521,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     if let Some(gap) = report.worst_divergence_gap() {
         let n = report.diverged();
         println!(
-            "\n{n} (prompt, configuration) pairs diverged from plain decoding; the largest baseline top-2 logit gap at a divergence was {gap:.3} (llama.cpp's batched kernels round differently from single-token ones; see README, Losslessness). Use --exact for bit-identical batches up to the model's exact size."
+            "\n{n} (prompt, configuration) pairs diverged from plain decoding; the largest baseline top-2 logit gap at a divergence was {gap:.3} (llama.cpp's batched kernels round differently from single-token ones; see docs/losslessness.md). Use --exact for bit-identical batches up to the model's exact size."
         );
     }
     Ok(())

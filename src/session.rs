@@ -56,7 +56,7 @@ pub enum HeadMode {
 }
 
 /// Vocabulary size from which the lazy head is used by default. Measured on this
-/// project's 2-core reference machine (README, "Lazy output head"): gemma3-270m (262,144)
+/// project's 2-core reference machine (docs/losslessness.md, "Lazy output head"): gemma3-270m (262,144)
 /// gains 5–25%; smollm2-135m (49,152) gains 3–8% since the head's loops run on ggml's
 /// OpenMP team (before, it lost there). Below that nothing was measured: the head is a
 /// small share of such a model's decode, and llama.cpp's own head stays the default.
