@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tandem::llama::{Context, ContextParams, Model, ModelParams, Outputs};
 use tandem::models;
 use tandem::sampling::argmax;
-use tandem::target::{Context, ContextParams, Model, ModelParams, Outputs};
 
 fn main() {
     let names: Vec<String> = std::env::args().skip(1).collect();

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use tandem::bench::{common_prefix_len, load_prompts};
 use tandem::draft::{NgramDrafter, NoDrafter};
 use tandem::engine::{EngineConfig, generate};
+use tandem::llama::{Context, ContextParams, Model, ModelParams};
 use tandem::models;
-use tandem::target::{Context, ContextParams, Model, ModelParams};
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();

@@ -3,8 +3,8 @@
 //! Usage: head_speed [MODEL]
 use std::sync::Arc;
 use std::time::Instant;
-use tandem::target::head::OutputHead;
-use tandem::target::{Context, ContextParams, Model, ModelParams, Outputs};
+use tandem::head::OutputHead;
+use tandem::llama::{Context, ContextParams, Model, ModelParams, Outputs};
 
 fn main() {
     let name = std::env::args().nth(1).unwrap_or("gemma3-270m".into());

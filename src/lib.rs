@@ -1,11 +1,14 @@
 //! Tandem: lossless speculative decoding for GGUF models on llama.cpp.
 //!
-//! - [`target`]: the target model: the llama.cpp boundary (model, context, batched decode,
-//!   KV rollback) and Tandem's own exact output head (`target::head`, the lazy head).
+//! - [`llama`]: the only FFI to llama.cpp (model, context, batched decode, KV rollback,
+//!   tokenizer, chat template, quantize; `llama::baseline`: llama.cpp's own speculative
+//!   loops for the bench).
+//! - [`kernels`]: Tandem's own SIMD/quantized products and its OpenMP-team parallel loops.
+//! - [`head`]: Tandem's own exact output head (the lazy head).
 //! - [`draft`]: drafters behind the [`draft::Drafter`] trait (none, n-gram, oracle, the
 //!   Rust-native diffusion drafter).
 //! - [`verify`]: greedy and speculative-sampling acceptance.
-//! - [`gguf`]: a small GGUF reader.
+//! - [`gguf`]: a small GGUF reader and writer.
 //! - [`engine`]: the draft → verify → accept/rollback loop and its statistics.
 //! - [`models`]: the model manifest and fetching models from PyPI wheels.
 //! - [`collab`]: collaborative decoding (ensembles, contrastive decoding, CoS).
@@ -17,6 +20,8 @@
 //! - [`server`]: `tandem serve`, the OpenAI-compatible HTTP server over an [`Engine`].
 
 #![warn(missing_docs)]
+// Unsafe code lives in `llama` (the FFI) and `kernels` (SIMD) only.
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod bench;
@@ -25,13 +30,15 @@ pub mod distill;
 pub mod draft;
 pub mod engine;
 pub mod gguf;
-pub mod gguf_write;
+pub mod head;
+#[allow(unsafe_code)]
+pub mod kernels;
+#[allow(unsafe_code)]
+pub mod llama;
 pub mod models;
-pub mod par;
 pub mod sampling;
 pub mod server;
 pub mod session;
-pub mod target;
 pub mod text;
 pub mod train;
 pub mod verify;

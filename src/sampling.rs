@@ -2,7 +2,7 @@
 //! and a fast argmax. The same transform is applied to the target's p and the drafter's q,
 //! which speculative sampling needs for losslessness.
 
-use crate::target::Token;
+use crate::llama::Token;
 
 /// How tokens are chosen. `temp <= 0` means greedy.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -13,9 +13,9 @@ use crate::engine::{
     self, DraftPolicy, EngineConfig, EngineError, FailFast, FixedPolicy, Generation, PolicyKind,
     PolicyMemory,
 };
+use crate::head::{HeadError, OutputHead};
+use crate::llama::{Context, ContextParams, Model, ModelParams, TargetError, Token};
 use crate::models::{self, FetchError};
-use crate::target::head::{HeadError, OutputHead};
-use crate::target::{Context, ContextParams, Model, ModelParams, TargetError, Token};
 
 /// Why a session could not be opened or could not generate.
 #[derive(Debug, thiserror::Error)]

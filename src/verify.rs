@@ -5,8 +5,8 @@
 //! otherwise draws from the normalised residual max(0, p − q), so every emitted token is
 //! distributed exactly as p (Leviathan et al. 2023; Chen et al. 2023).
 
+use crate::llama::Token;
 use crate::sampling::{Dist, Rng};
-use crate::target::Token;
 
 /// Greedy check of one draft token against the target's greedy token at its position
 /// (the argmax of its logits, however computed: llama.cpp's row or the lazy head's fused

@@ -13,8 +13,8 @@ use std::sync::{Arc, OnceLock};
 
 use common::stats::{chi_critical_p001, chi_square};
 use tandem::collab::{self, CollabConfig, CollabMode, Combine};
+use tandem::llama::{Context, Model, ModelParams, Token};
 use tandem::sampling::SamplingConfig;
-use tandem::target::{Context, Model, ModelParams, Token};
 
 /// SmolLM2 re-quantised to `ty`, made once per test binary.
 fn requant(ty: &str) -> PathBuf {
@@ -23,7 +23,7 @@ fn requant(ty: &str) -> PathBuf {
     let out = dir.path().join(format!("smollm2-{ty}.gguf"));
     if !out.exists() {
         let src = tandem::models::resolve("smollm2-135m").unwrap();
-        tandem::target::quantize(&src, &out, ty, 2).unwrap();
+        tandem::llama::quantize(&src, &out, ty, 2).unwrap();
     }
     out
 }

@@ -8,12 +8,12 @@ use common::*;
 use tandem::bench::common_prefix_len;
 use tandem::draft::{DiffusionConfig, DiffusionDrafter, Draft, Drafter, NoDrafter, OracleDrafter};
 use tandem::engine::EngineConfig;
+use tandem::llama::Token;
 use tandem::sampling::SamplingConfig;
-use tandem::target::Token;
 
 const N_TOKENS: usize = 32;
 
-fn diffusion(m: &std::sync::Arc<tandem::target::Model>) -> DiffusionDrafter {
+fn diffusion(m: &std::sync::Arc<tandem::llama::Model>) -> DiffusionDrafter {
     DiffusionDrafter::new(random_dflash(m), DiffusionConfig::default())
 }
 
@@ -155,7 +155,7 @@ fn drafter_features_follow_accepted_tokens_and_match_a_fresh_prefill() {
     ctx2.decode(
         &history[..history.len() - 1],
         0,
-        tandem::target::Outputs::Last,
+        tandem::llama::Outputs::Last,
     )
     .unwrap();
     let mut f = Vec::new();

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tandem::draft::diffusion::fixture::{FixtureOptions, write_random_dflash};
 use tandem::draft::diffusion::{DflashModel, DiffusionError};
 use tandem::gguf::GgmlType;
-use tandem::target::{LlamaDflash, Model, Outputs, Token};
+use tandem::llama::{LlamaDflash, Model, Outputs, Token};
 
 /// Allowed max |Δ| relative to the largest |logit| of the row, per weight type (see above).
 fn tol(t: GgmlType) -> f32 {

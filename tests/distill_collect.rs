@@ -9,7 +9,7 @@ use common::*;
 use tandem::distill::{CollectOptions, Shards, collect, default_target_layers};
 use tandem::draft::NoDrafter;
 use tandem::engine::EngineConfig;
-use tandem::target::Outputs;
+use tandem::llama::Outputs;
 
 #[test]
 fn collected_tokens_and_features_are_the_targets_and_runs_resume() {

@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
+use tandem::head::{HeadError, OutputHead};
+use tandem::llama::Outputs;
 use tandem::sampling::argmax;
-use tandem::target::Outputs;
-use tandem::target::head::{HeadError, OutputHead};
 
 /// Stated tolerance on |ours - llama.cpp| per logit. The arithmetic is the same sequence of
 /// operations as ggml's, so the measured difference is 0; the bound leaves room for a

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::*;
 use tandem::draft::diffusion::fixture::{FixtureOptions, write_random_dflash};
-use tandem::target::llama_spec_generate;
+use tandem::llama::llama_spec_generate;
 
 #[test]
 fn llama_cpp_dflash_loop_runs_on_smollm2_and_is_refused_on_gemma3() {

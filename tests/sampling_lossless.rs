@@ -12,8 +12,8 @@ use common::stats::{chi_critical_p001, chi_square};
 use common::*;
 use tandem::draft::{DiffusionConfig, DiffusionDrafter, NgramConfig, NgramDrafter, NoDrafter};
 use tandem::engine::EngineConfig;
+use tandem::llama::Token;
 use tandem::sampling::SamplingConfig;
-use tandem::target::Token;
 
 const TRIALS: u64 = 300;
 const POSITIONS: std::ops::RangeInclusive<usize> = 1..=3;

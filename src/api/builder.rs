@@ -8,9 +8,9 @@ use super::request::validate_sampling;
 use super::{ApiError, Engine, EngineInfo, EngineStatus, worker};
 use crate::draft::NgramConfig;
 use crate::engine::PolicyKind;
+use crate::llama::{ContextParams, ModelParams, default_threads};
 use crate::sampling::SamplingConfig;
 use crate::session::{DiffusionSpec, DraftSpec, HeadMode, Session, SessionConfig};
-use crate::target::{ContextParams, ModelParams, default_threads};
 
 /// Largest draft per verification step.
 pub const MAX_DRAFT: usize = 256;

@@ -35,9 +35,9 @@ pub use request::{MAX_STOPS, Message, Prompt, Request, Role};
 pub use stop::StopMatcher;
 pub use stream::{CancelHandle, Event, Finish, FinishReason, TextStream};
 
+use crate::llama::{Model, Token};
 use crate::sampling::SamplingConfig;
 use crate::session::DraftSpec;
-use crate::target::{Model, Token};
 
 /// What can go wrong building an engine or serving a request.
 #[derive(Debug, Clone, thiserror::Error)]

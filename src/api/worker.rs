@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 use super::stop::StopMatcher;
 use super::{ApiError, EngineInfo, EngineStatus, Event, Finish, FinishReason, Job};
 use crate::engine::{EngineConfig, StopReason};
+use crate::head::OutputHead;
 use crate::session::Session;
-use crate::target::head::OutputHead;
 use crate::text::Utf8Stream;
 
 pub(super) fn spawn(

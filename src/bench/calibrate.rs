@@ -1,8 +1,8 @@
 //! The verify-cost curve: what a batch of k tokens costs relative to one token.
 
 use super::stats::median;
-use crate::target::head::OutputHead;
-use crate::target::{Context, Outputs, TargetError};
+use crate::head::OutputHead;
+use crate::llama::{Context, Outputs, TargetError};
 
 /// Cost of verifying k tokens in one batch, relative to one plain decoding step.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -99,6 +99,36 @@ pub fn calibrate(
             }
         })
         .collect())
+}
+
+/// The curve as a Markdown table: per k, the cost of a k-token batch (all logits, last row
+/// only, lazy head) relative to one plain step, and k / cost (the oracle ceiling at draft
+/// length k − 1).
+pub fn calibration_table(curve: &[CostPoint]) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "Cost of a k-token batch / one plain decoding step; k / cost = the oracle ceiling at draft length k-1.\n\n\
+         | k | all logits ms | cost | k / cost | last-only ms | cost | k / cost | lazy head ms | cost | k / cost |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for p in curve {
+        let lazy = match (p.lazy_ms, p.lazy_ratio) {
+            (Some(m), Some(r)) => format!("{m:.1} | {r:.2} | {:.2}", p.k as f64 / r),
+            _ => "- | - | -".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {lazy} |",
+            p.k,
+            p.median_ms,
+            p.ratio,
+            p.k as f64 / p.ratio,
+            p.last_only_ms,
+            p.last_only_ratio,
+            p.k as f64 / p.last_only_ratio,
+        );
+    }
+    out
 }
 
 #[cfg(test)]

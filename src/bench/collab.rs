@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use super::BenchPrompt;
 use super::stats::{common_prefix_len, median};
 use crate::collab::{self, CollabConfig, CollabMode, Combine};
+use crate::llama::{Context, TargetError, Token};
 use crate::sampling::SamplingConfig;
-use crate::target::{Context, TargetError, Token};
 
 /// One prompt's figures for one configuration.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::stats::median;
 use crate::draft::diffusion::DflashModel;
-use crate::target::{Context, LlamaDflash, Outputs, Token};
+use crate::llama::{Context, LlamaDflash, Outputs, Token};
 
 /// Median costs (milliseconds) of drafting with Tandem's DFlash forward pass and with llama.cpp's.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -41,7 +41,7 @@ pub fn drafter_speed(
     block: usize,
     reps: usize,
     threads: i32,
-) -> crate::target::Result<DrafterSpeed> {
+) -> crate::llama::Result<DrafterSpeed> {
     let model = ctx.model().clone();
     let mut theirs = LlamaDflash::open(
         drafter_path,
@@ -103,4 +103,30 @@ pub fn drafter_speed(
         tandem_inject_ms: median(&i_ours),
         llama_inject_ms: median(&i_theirs),
     })
+}
+
+/// The measurement as a Markdown table (ms and multiples of one target step) and a line
+/// comparing Tandem's block and feature injection with llama.cpp's.
+pub fn drafter_speed_table(r: &DrafterSpeed) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("| | ms | / target step |\n|---|---|---|\n");
+    let _ = writeln!(
+        out,
+        "| target step (1 token) | {:.2} | 1.00 |",
+        r.target_step_ms
+    );
+    for (name, ms) in [
+        ("Tandem block (Rust)", r.tandem_block_ms),
+        ("llama.cpp block (ggml dflash)", r.llama_block_ms),
+    ] {
+        let _ = writeln!(out, "| {name} | {ms:.2} | {:.2} |", ms / r.target_step_ms);
+    }
+    let _ = writeln!(
+        out,
+        "\nTandem / llama.cpp block time: {:.2}; feature injection per position: Tandem {:.3} ms, llama.cpp {:.3} ms",
+        r.tandem_block_ms / r.llama_block_ms,
+        r.tandem_inject_ms,
+        r.llama_inject_ms
+    );
+    out
 }

@@ -9,9 +9,9 @@ mod drafter_speed;
 mod report;
 mod stats;
 
-pub use calibrate::{CostPoint, calibrate};
+pub use calibrate::{CostPoint, calibrate, calibration_table};
 pub use chart::speedup_chart_svg;
-pub use drafter_speed::{DrafterSpeed, drafter_speed};
+pub use drafter_speed::{DrafterSpeed, drafter_speed, drafter_speed_table};
 pub use report::{PromptResult, Report, category_table, policy_table, prompt_table};
 pub use stats::{
     CategorySummary, Divergence, Summary, common_prefix_len, median, overall_speedup, per_category,
@@ -20,8 +20,8 @@ pub use stats::{
 
 use crate::draft::{NgramConfig, OracleDrafter};
 use crate::engine::{DraftPolicy, EngineConfig, FixedPolicy, PolicyKind};
+use crate::llama::{Token, llama_spec_generate};
 use crate::session::{DiffusionSpec, DraftSpec, Session, SessionError};
-use crate::target::{Token, llama_spec_generate};
 
 /// One prompt of a suite (JSONL: {"id", "category", "prompt", "raw"}).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

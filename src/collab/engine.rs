@@ -15,8 +15,8 @@
 use std::time::Instant;
 
 use super::combine::Combine;
+use crate::llama::{Context, Outputs, TargetError, Token};
 use crate::sampling::{Dist, Rng, SamplingConfig, argmax};
-use crate::target::{Context, Outputs, TargetError, Token};
 use crate::verify::{greedy_check, sampling_check};
 
 /// Naive or speculative collaboration.

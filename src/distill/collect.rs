@@ -7,7 +7,7 @@ use std::path::Path;
 use super::shards::{DistillMeta, Record, ShardError, Shards};
 use crate::draft::{Draft, Drafter};
 use crate::engine::{self, EngineConfig, EngineError};
-use crate::target::{Context, TargetError, Token};
+use crate::llama::{Context, TargetError, Token};
 
 /// Settings of a collection run. Plain data.
 #[derive(Debug, Clone)]

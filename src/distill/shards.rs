@@ -12,8 +12,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::target::Token;
-use crate::target::head::q8::{f16_to_f32, f32_to_f16};
+use crate::kernels::q8::{f16_to_f32, f32_to_f16};
+use crate::llama::Token;
 
 const MAGIC: &[u8; 4] = b"TDR1";
 /// A new shard starts once the current one passes this size.

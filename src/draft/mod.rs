@@ -8,8 +8,8 @@ pub use diffusion::{DiffusionConfig, DiffusionDrafter};
 pub use ngram::{NgramConfig, NgramDrafter};
 pub use oracle::OracleDrafter;
 
+use crate::llama::Token;
 use crate::sampling::{Dist, SamplingConfig};
-use crate::target::Token;
 
 /// A proposed continuation. `q[i]` is the drafter's distribution for `tokens[i]` (after
 /// the same sampling transform as the target's) — `None` means a point mass on the token,

@@ -3,8 +3,8 @@
 //! Wins on text that repeats its input (code edits, extraction, summaries quoting the source).
 
 use super::{Draft, Drafter};
+use crate::llama::Token;
 use crate::sampling::SamplingConfig;
-use crate::target::Token;
 
 /// Longest match length reported as evidence (see [`Draft::match_len`]).
 const MATCH_LEN_CAP: usize = 32;

@@ -2,8 +2,8 @@
 //! cost. Its speedup is the ceiling of speculative decoding for a model on a machine.
 
 use super::{Draft, Drafter};
+use crate::llama::Token;
 use crate::sampling::SamplingConfig;
-use crate::target::Token;
 
 /// Drafter that replays a recorded greedy continuation (the speedup ceiling).
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! where the cache ends.
 
 use super::Target;
-use crate::target::{Outputs, TargetError, Token};
+use crate::llama::{Outputs, TargetError, Token};
 
 pub const VOCAB: usize = 16;
 pub const EOG: Token = 15;

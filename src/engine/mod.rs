@@ -20,9 +20,9 @@ pub use policy::{DraftPolicy, FailFast, FixedPolicy, Outcome, PolicyKind, Policy
 pub use target::Target;
 
 use crate::draft::{Draft, Drafter};
+use crate::head::OutputHead;
+use crate::llama::{Outputs, TargetError, Token};
 use crate::sampling::{Dist, Rng, SamplingConfig, argmax, argmax_margin};
-use crate::target::head::OutputHead;
-use crate::target::{Outputs, TargetError, Token};
 use crate::verify::{greedy_check, sampling_check};
 
 /// Per-request settings. Plain data.

@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use super::Target;
+use crate::head::OutputHead;
+use crate::llama::Token;
 use crate::sampling::argmax;
-use crate::target::Token;
-use crate::target::head::OutputHead;
 
 pub struct RoundRows<'a, T: Target + ?Sized> {
     ctx: &'a T,

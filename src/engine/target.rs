@@ -2,7 +2,7 @@
 //! say. Implemented by the llama.cpp [`Context`]; a scripted mock (tests) implements it too,
 //! so the loop's invariants are checked without a model.
 
-use crate::target::{Context, Outputs, TargetError, Token};
+use crate::llama::{Context, Outputs, TargetError, Token};
 
 /// The target model as the loop sees it: batched decodes at a position, per-row outputs,
 /// the KV cache's length and rollback.

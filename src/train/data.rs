@@ -6,8 +6,8 @@ use candle_core::{Device, Result, Tensor};
 use super::net::Batch;
 use crate::distill::Record;
 use crate::draft::diffusion::Embeddings;
+use crate::llama::Token;
 use crate::sampling::Rng;
-use crate::target::Token;
 
 /// The draft vocabulary: the target tokens the drafter's head can propose.
 #[derive(Debug, Clone, PartialEq)]

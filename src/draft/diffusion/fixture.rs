@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use super::format::DflashShape;
+use crate::gguf::write::GgufWriter;
 use crate::gguf::{GgmlType, Gguf, GgufError};
-use crate::gguf_write::GgufWriter;
 use crate::sampling::Rng;
 
 /// Shape and seed of a random-weight DFlash fixture.

@@ -2,8 +2,8 @@
 //! fixture and trained, exported drafters): hyper-parameters shaped for a target, and the
 //! metadata both Tandem and llama.cpp read.
 
+use crate::gguf::write::GgufWriter;
 use crate::gguf::{Gguf, GgufError, Value};
-use crate::gguf_write::GgufWriter;
 
 /// A drafter's shape. Its hidden size is the target's: the drafter reads the target's
 /// token embeddings.

@@ -12,7 +12,7 @@
 //!   residual; final RMSNorm; logits over the target vocabulary.
 
 use super::model::{DflashModel, Head, Layer};
-use crate::target::Token;
+use crate::llama::Token;
 
 /// The drafter's K/V for committed context positions `0..len`, per layer.
 #[derive(Debug, Clone, Default)]

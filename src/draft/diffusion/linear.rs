@@ -4,14 +4,14 @@
 //! llama.cpp's to within summation order: for F16 and BF16 weights ggml first rounds the
 //! activations to the weight's type (its `vec_dot_type`), for Q8_0 weights it quantizes them
 //! to Q8_0. F16/BF16 weights stay 2-byte in memory and are widened in registers by
-//! `target::simd` (a product of two f16 or two bf16 values is exact in f32); Q8_0 stays
+//! `kernels::simd` (a product of two f16 or two bf16 values is exact in f32); Q8_0 stays
 //! quantized and uses the lazy head's bit-exact kernel.
 
 use crate::gguf::GgmlType;
-use crate::gguf_write::{bf16_to_f32, f32_to_bf16};
-use crate::par::Pool;
-use crate::target::head::q8::{self, Q8Rows, QK};
-use crate::target::simd::{Weights, matmul_rows};
+use crate::gguf::write::{bf16_to_f32, f32_to_bf16};
+use crate::kernels::par::Pool;
+use crate::kernels::q8::{self, Q8Rows, QK};
+use crate::kernels::simd::{Weights, matmul_rows};
 
 /// How activations are rounded before a product (ggml's `vec_dot_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,7 @@ impl Linear {
             Round::F16 => {
                 rounded = {
                     let mut r = xs.to_vec();
-                    crate::target::simd::round_to_f16(&mut r);
+                    crate::kernels::simd::round_to_f16(&mut r);
                     r
                 };
                 &rounded
@@ -169,7 +169,7 @@ impl Linear {
     }
 }
 
-pub use crate::target::simd::dot_f32;
+pub use crate::kernels::simd::dot_f32;
 
 #[cfg(test)]
 mod tests {
@@ -206,7 +206,7 @@ mod tests {
             (GgmlType::Bf16, 0.3),
             (GgmlType::Q8_0, 0.3),
         ] {
-            let mut wr = crate::gguf_write::GgufWriter::default();
+            let mut wr = crate::gguf::write::GgufWriter::default();
             wr.tensor_f32("w", &[cols as u64, rows as u64], ty, &w);
             let dir = tempfile::tempdir().unwrap();
             let p = dir.path().join("w.gguf");

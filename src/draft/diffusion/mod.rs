@@ -17,8 +17,8 @@ pub use linear::Linear;
 pub use model::{DflashConfig, DflashModel, DiffusionError, Embeddings};
 
 use super::{Draft, Drafter};
+use crate::llama::Token;
 use crate::sampling::{Dist, Rng, SamplingConfig};
-use crate::target::Token;
 
 /// DFlash's usual conditioning layers for an `n_layer`-layer target: one early, one in the
 /// middle, one late (llama.cpp layer-input indices, all in 1..n_layer).

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::linear::Linear;
 use crate::gguf::{GgmlType, Gguf, GgufError, Value};
-use crate::target::head::OutputHead;
-use crate::target::head::q8;
-use crate::target::{Model, Token};
+use crate::head::OutputHead;
+use crate::kernels::q8;
+use crate::llama::{Model, Token};
 
 /// Why a DFlash drafter file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +151,7 @@ impl Embeddings {
             }
             GgmlType::Bf16 => {
                 for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
-                    *o = crate::gguf_write::bf16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+                    *o = crate::gguf::write::bf16_to_f32(u16::from_le_bytes([c[0], c[1]]));
                 }
             }
             GgmlType::Q8_0 => {
@@ -240,7 +240,7 @@ pub struct DflashModel {
     pub(super) head: Head,
     /// Target vocabulary size (logits are over target ids).
     pub n_vocab: usize,
-    pub(super) pool: crate::par::Pool,
+    pub(super) pool: crate::kernels::par::Pool,
 }
 
 impl std::fmt::Debug for DflashModel {
@@ -635,7 +635,7 @@ impl DflashModel {
             embd,
             head,
             n_vocab,
-            pool: crate::par::Pool::new(threads),
+            pool: crate::kernels::par::Pool::new(threads),
         })
     }
 

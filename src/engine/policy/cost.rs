@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use crate::engine::target::Target;
-use crate::target::head::OutputHead;
-use crate::target::{Outputs, TargetError, Token};
+use crate::head::OutputHead;
+use crate::llama::{Outputs, TargetError, Token};
 
 /// Batch sizes measured by [`measure`]: dense where the curve bends, sparse beyond.
 pub const MEASURED_SIZES: &[usize] = &[1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32];

@@ -24,8 +24,8 @@ use super::acceptance::{Evidence, Table};
 use super::cost::CostModel;
 use super::{DraftPolicy, Outcome};
 use crate::draft::{Draft, Drafter};
+use crate::llama::Token;
 use crate::sampling::SamplingConfig;
-use crate::target::Token;
 
 /// Rounds between probes of a costly drafter that is not paying: starts here, doubles
 /// after each failed probe up to [`PROBE_MAX`].

@@ -17,8 +17,8 @@ use std::time::Duration;
 pub use failfast::{FailFast, PolicyMemory};
 
 use crate::draft::{Draft, Drafter};
+use crate::llama::Token;
 use crate::sampling::SamplingConfig;
-use crate::target::Token;
 
 /// Which policy decides draft lengths. Parsed from `--policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -89,6 +89,6 @@ impl EngineArgs {
 
     /// Threads to use (the given number or the machine's default).
     pub fn threads_or_default(&self) -> i32 {
-        self.threads.unwrap_or_else(tandem::target::default_threads)
+        self.threads.unwrap_or_else(tandem::llama::default_threads)
     }
 }

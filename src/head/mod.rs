@@ -8,13 +8,11 @@
 //! the draft survives. Each weight block is loaded once per group of positions, and the
 //! arithmetic reproduces ggml's bit for bit (see `q8`).
 
-pub mod q8;
-
 use std::path::Path;
 
 use crate::gguf::{GgmlType, Gguf, GgufError};
-use crate::target::Token;
-use q8::{Q8Rows, QK};
+use crate::kernels::q8::{self, Q8Rows, QK};
+use crate::llama::Token;
 
 /// Why Tandem's own output head could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +64,7 @@ pub struct OutputHead {
     nb: usize,
     w: Q8Rows,
     softcap: Option<f32>,
-    pool: crate::par::Pool,
+    pool: crate::kernels::par::Pool,
 }
 
 impl std::fmt::Debug for OutputHead {
@@ -82,7 +80,7 @@ impl std::fmt::Debug for OutputHead {
 impl OutputHead {
     /// The head of a loaded model, read from the same GGUF and checked against the
     /// model's vocabulary and width.
-    pub fn for_model(model: &super::Model, threads: usize) -> Result<Self, HeadError> {
+    pub fn for_model(model: &crate::llama::Model, threads: usize) -> Result<Self, HeadError> {
         Self::load(
             Path::new(model.path()),
             model.n_vocab(),
@@ -145,7 +143,7 @@ impl OutputHead {
             nb: n_embd / QK,
             w: q8::from_ggml_blocks(&bytes),
             softcap,
-            pool: crate::par::Pool::new(threads),
+            pool: crate::kernels::par::Pool::new(threads),
         })
     }
 

@@ -6,19 +6,14 @@
 //! logits are `&[f32]` rows borrowed from llama.cpp's output buffer (no copies).
 
 mod backend;
+pub mod baseline;
 mod context;
-pub mod head;
-mod llama_dflash;
-mod llama_spec;
 mod model;
-pub mod omp;
 mod quantize;
-pub mod simd;
 
 pub use backend::init_backend;
+pub use baseline::{LlamaDflash, LlamaSpecStats, llama_spec_generate};
 pub use context::{Context, ContextParams, Outputs, default_threads};
-pub use llama_dflash::LlamaDflash;
-pub use llama_spec::{LlamaSpecStats, llama_spec_generate};
 pub use model::{Model, ModelParams};
 pub use quantize::{QUANT_TYPES, quantize};
 

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::gguf::{GgmlType, Gguf, GgufError};
-use crate::target::head::q8;
+use crate::kernels::q8;
 
 const ALIGN: usize = 32;
 

@@ -32,7 +32,7 @@ impl Weights<'_> {
     fn get(&self, i: usize) -> f32 {
         match self {
             Weights::F32(w) => w[i],
-            Weights::F16(w) => super::head::q8::f16_to_f32(w[i]),
+            Weights::F16(w) => super::q8::f16_to_f32(w[i]),
             Weights::Bf16(w) => f32::from_bits((w[i] as u32) << 16),
         }
     }
@@ -105,7 +105,7 @@ pub fn matmul_rows(
 /// Round every value to the nearest f16 (ties to even) and back to f32, in place — what
 /// ggml does to activations before an F16 product. Hardware F16C when built with it.
 pub fn round_to_f16(x: &mut [f32]) {
-    use super::head::q8::{f16_to_f32, f32_to_f16};
+    use super::q8::{f16_to_f32, f32_to_f16};
     #[cfg(not(all(target_arch = "x86_64", target_feature = "f16c")))]
     let done = 0;
     #[cfg(all(target_arch = "x86_64", target_feature = "f16c"))]
@@ -201,7 +201,7 @@ mod avx2 {
         unsafe {
             match T {
                 F32 => *(p as *const f32).add(i),
-                F16 => crate::target::head::q8::f16_to_f32(*(p as *const u16).add(i)),
+                F16 => crate::kernels::q8::f16_to_f32(*(p as *const u16).add(i)),
                 _ => f32::from_bits((*(p as *const u16).add(i) as u32) << 16),
             }
         }
@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn simd_and_scalar_agree_bit_for_bit_for_every_tiling() {
-        use crate::target::head::q8::f32_to_f16;
+        use crate::kernels::q8::f32_to_f16;
         // k = 77: a tail after the 8-lane part; 7 rows and up to 9 activations: every
         // remainder tile is exercised.
         let k = 77;
@@ -392,7 +392,7 @@ mod tests {
             .collect::<Vec<_>>();
         let want: Vec<f32> = r
             .iter()
-            .map(|&v| crate::target::head::q8::f16_to_f32(f32_to_f16(v)))
+            .map(|&v| crate::kernels::q8::f16_to_f32(f32_to_f16(v)))
             .collect();
         round_to_f16(&mut r);
         assert_eq!(r, want);

@@ -1,6 +1,6 @@
 //! Parallel loops for Tandem's own compute (the drafter's layers, the lazy output head).
 //!
-//! They run on ggml's OpenMP team (`target::omp`): spawning threads per product cost ~80 µs
+//! They run on ggml's OpenMP team (`kernels::omp`): spawning threads per product cost ~80 µs
 //! each on our 2-core machine (two `std::thread::scope` spawns + joins), and any separate
 //! pool competes for the cores with libgomp's workers, which spin for milliseconds after
 //! every llama.cpp decode.
@@ -29,7 +29,7 @@ impl Pool {
     /// `f(i)` for `i` in `0..n`, in parallel, results in order.
     pub fn map<R: Send>(&self, n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
         let slots: Vec<Mutex<Option<R>>> = (0..n).map(|_| Mutex::new(None)).collect();
-        crate::target::omp::run(self.threads, n, &|i| {
+        crate::kernels::omp::run(self.threads, n, &|i| {
             *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(f(i));
         });
         slots
@@ -46,7 +46,7 @@ impl Pool {
     /// of disjoint `&mut` slices to fill in place).
     pub fn for_each_owned<T: Send>(&self, items: Vec<T>, f: impl Fn(usize, T) + Sync) {
         let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
-        crate::target::omp::run(self.threads, slots.len(), &|i| {
+        crate::kernels::omp::run(self.threads, slots.len(), &|i| {
             let item = slots[i]
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result, bail};
 
 use tandem::server::{Limits, ServeConfig};
 
-use crate::engine_cli::EngineArgs;
+use crate::cli::engine::EngineArgs;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {

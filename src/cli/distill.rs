@@ -6,8 +6,8 @@ use anyhow::{Context as _, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use tandem::distill::{self, CollectOptions};
+use tandem::llama::{ContextParams, ModelParams};
 use tandem::session::{Session, SessionConfig};
-use tandem::target::{ContextParams, ModelParams};
 
 #[derive(clap::Subcommand)]
 pub enum DistillCmd {
@@ -214,7 +214,7 @@ fn collect(a: CollectArgs) -> Result<()> {
         model: a.model.clone(),
         context: ContextParams {
             n_ctx: a.ctx_size,
-            n_threads: a.threads.unwrap_or_else(tandem::target::default_threads),
+            n_threads: a.threads.unwrap_or_else(tandem::llama::default_threads),
             n_batch: 512,
             flash_attn: None,
         },
@@ -356,7 +356,7 @@ fn run_all(a: RunArgs) -> Result<()> {
     let data = a.out.join("data");
     let work = a.out.join("train");
     // Estimate from this machine: one short greedy generation.
-    let threads = a.threads.unwrap_or_else(tandem::target::default_threads);
+    let threads = a.threads.unwrap_or_else(tandem::llama::default_threads);
     let tok_s = {
         let mut session = Session::open(&SessionConfig {
             model: target.display().to_string(),

@@ -4,7 +4,7 @@
 
 use std::ffi::{CString, c_char};
 
-use super::{Context, Result, TargetError, Token};
+use crate::llama::{Context, Result, TargetError, Token};
 
 /// Counters and timings of one [`llama_spec_generate`] run (filled in by the C++ shim).
 #[repr(C)]

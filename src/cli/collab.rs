@@ -7,9 +7,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 
 use tandem::collab::{self, CollabConfig, CollabMode, Combine};
+use tandem::llama::{Context, ContextParams, Model, ModelParams};
 use tandem::models;
 use tandem::sampling::SamplingConfig;
-use tandem::target::{Context, ContextParams, Model, ModelParams};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct CollabArgs {
@@ -133,7 +133,7 @@ pub fn generate(a: &CollabArgs, c: &Common) -> Result<()> {
         draft_len: c.draft_max,
         sampling: c.sampling.clone(),
     };
-    let mut text = crate::text_out::TextOut::new();
+    let mut text = crate::cli::text_out::TextOut::new();
     let g = collab::generate(&mut ctxs, &tokens, c.max_tokens, &cfg, &mut |t| {
         text.push(&model.token_bytes(t))
     })?;

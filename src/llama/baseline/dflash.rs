@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Context, ContextParams, Model, Result, TargetError, Token};
+use crate::llama::{Context, ContextParams, Model, Result, TargetError, Token};
 
 #[repr(C)]
 struct RawDflash {

@@ -1,0 +1,7 @@
+//! GGUF files: a small reader (metadata, tensor directory, tensor bytes; every length
+//! checked) and a writer (metadata, F32/F16/BF16/Q8_0 tensors).
+
+mod read;
+pub mod write;
+
+pub use read::*;
