@@ -8,6 +8,7 @@ pub mod fixture;
 pub mod format;
 mod forward;
 mod linear;
+mod load;
 mod model;
 
 use std::sync::Arc;

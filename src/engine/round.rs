@@ -1,0 +1,278 @@
+//! One generation's state and the steps of its loop: prefill, commit, draft, verify
+//! (accept, the next token, roll back), each a method so the loop in `run` reads as the
+//! algorithm.
+
+use std::time::{Duration, Instant};
+
+use super::rows::RoundRows;
+use super::{
+    DraftPolicy, EngineConfig, EngineError, Generation, Outcome, Stats, StopReason, Target,
+};
+use crate::draft::Draft;
+use crate::llama::{Outputs, Token};
+use crate::sampling::{Dist, Rng, SamplingConfig, argmax, argmax_margin};
+use crate::verify::{greedy_check, sampling_check};
+
+/// The loop's state. Invariant between rounds: the KV cache holds `history[..len-1]`.
+pub(super) struct Round<'c> {
+    cfg: &'c EngineConfig,
+    pub(super) history: Vec<Token>,
+    pub(super) generated: Vec<Token>,
+    pub(super) stats: Stats,
+    margins: Vec<f32>,
+    rng: Rng,
+    greedy: bool,
+    wants_features: bool,
+    features: Vec<f32>,
+    draft: Draft,
+    batch: Vec<Token>,
+    p: Dist,
+    /// Tokens this round decided, to be committed.
+    emit: Vec<Token>,
+    logit_bufs: Vec<Vec<f32>>,
+}
+
+impl<'c> Round<'c> {
+    pub(super) fn new(cfg: &'c EngineConfig, prompt: &[Token]) -> Self {
+        Self {
+            cfg,
+            history: prompt.to_vec(),
+            generated: Vec::new(),
+            stats: Stats {
+                n_prompt: prompt.len(),
+                ..Stats::default()
+            },
+            margins: Vec::new(),
+            rng: Rng::new(cfg.sampling.seed),
+            greedy: cfg.sampling.is_greedy(),
+            wants_features: false,
+            features: Vec::new(),
+            draft: Draft::default(),
+            batch: Vec::with_capacity(cfg.draft_max + 1),
+            p: Dist::default(),
+            emit: Vec::with_capacity(cfg.draft_max + 1),
+            logit_bufs: Vec::new(),
+        }
+    }
+
+    /// Clear the cache, decode the prompt (its features to the policy's drafters) and pick
+    /// the first token from its last logits.
+    pub(super) fn prefill<T: Target + ?Sized>(
+        &mut self,
+        ctx: &mut T,
+        policy: &mut dyn DraftPolicy,
+        prompt: &[Token],
+    ) -> Result<(), EngineError> {
+        ctx.clear();
+        policy.begin(prompt);
+        // Drafters conditioned on the target's hidden states get them from these same decodes.
+        self.wants_features = !policy.feature_layers().is_empty();
+        ctx.set_feature_layers(policy.feature_layers())?;
+        ctx.decode(prompt, 0, Outputs::Last)?;
+        if self.wants_features {
+            ctx.features_into(0..prompt.len(), &mut self.features)?;
+            policy.observe(0, &self.features);
+        }
+        let first = pick(
+            ctx.logits(0),
+            &self.cfg.sampling,
+            &mut self.rng,
+            &mut self.p,
+            self.greedy,
+        );
+        if self.cfg.record_margins && self.greedy {
+            self.margins.push(argmax_margin(ctx.logits(0)).1);
+        }
+        self.emit.push(first);
+        Ok(())
+    }
+
+    /// Commit this round's tokens, stopping at end of generation, `max_new` or a callback
+    /// that says stop.
+    pub(super) fn commit<T: Target + ?Sized>(
+        &mut self,
+        ctx: &T,
+        max_new: usize,
+        on_token: &mut dyn FnMut(Token) -> bool,
+    ) -> Option<StopReason> {
+        let mut stop = None;
+        for &t in &self.emit {
+            if ctx.is_eog(t) {
+                stop = Some(StopReason::Eog);
+                break;
+            }
+            self.generated.push(t);
+            self.history.push(t);
+            if !on_token(t) {
+                stop = Some(StopReason::Cancelled);
+                break;
+            }
+            if self.generated.len() >= max_new {
+                stop = Some(StopReason::MaxTokens);
+                break;
+            }
+        }
+        self.emit.clear();
+        stop
+    }
+
+    /// Ask the policy for at most `k` draft tokens.
+    pub(super) fn draft(&mut self, policy: &mut dyn DraftPolicy, k: usize) {
+        let td = Instant::now();
+        self.draft.clear();
+        if k > 0 {
+            policy.draft(&self.history, k, &self.cfg.sampling, &mut self.draft);
+            self.draft.truncate(k);
+        }
+        self.stats.draft += td.elapsed();
+    }
+
+    /// Decode the newest token with the draft in one batch, accept the longest agreeing
+    /// prefix, take the target's token after it, tell the policy, hand the drafters the
+    /// committed positions' features and roll the rejected tail out of the cache.
+    pub(super) fn verify<T: Target + ?Sized>(
+        &mut self,
+        ctx: &mut T,
+        policy: &mut dyn DraftPolicy,
+    ) -> Result<(), EngineError> {
+        let cfg = self.cfg;
+        let pos = self.history.len() - 1;
+        self.batch.clear();
+        self.batch.push(self.history[pos]);
+        self.batch.extend_from_slice(&self.draft.tokens);
+        // The lazy head only pays when there is a draft to check.
+        let head = cfg.lazy_head.as_deref().filter(|_| !self.draft.is_empty());
+        let tv = Instant::now();
+        let outputs = if head.is_some() {
+            Outputs::Hidden
+        } else {
+            Outputs::All
+        };
+        ctx.decode(&self.batch, pos, outputs)?;
+        self.stats.verify += tv.elapsed();
+
+        // First lazy pass: the configured minimum, or more when rounds have been accepting
+        // long runs (mean accepted per round + the row after them).
+        let mean_run = self.stats.accepted.div_ceil(self.stats.rounds.max(1));
+        let first_group = cfg.lazy_group.max(mean_run + 1);
+        let mut rows = RoundRows::new(
+            &*ctx,
+            head,
+            self.batch.len(),
+            first_group,
+            &mut self.logit_bufs,
+        );
+        let (n_acc, next) = accept(
+            &mut rows,
+            &self.draft,
+            cfg,
+            self.greedy,
+            &mut self.rng,
+            &mut self.p,
+            &mut self.margins,
+            &mut self.emit,
+        );
+        let head_time = rows.head_time;
+        self.stats.head += head_time;
+        self.stats.verify += head_time;
+        self.emit.push(next);
+        self.stats.record_round(self.draft.len(), n_acc);
+        policy.outcome(
+            &self.draft,
+            Outcome {
+                drafted: self.draft.len(),
+                accepted: n_acc,
+                verify: tv.elapsed(),
+            },
+        );
+        if self.wants_features {
+            let to = Instant::now();
+            ctx.features_into(0..n_acc + 1, &mut self.features)?;
+            policy.observe(pos, &self.features);
+            self.stats.draft += to.elapsed();
+        }
+        // Roll back the rejected tail: keep the fed token and the accepted drafts.
+        if n_acc < self.draft.len() {
+            ctx.truncate(pos + 1 + n_acc)?;
+        }
+        Ok(())
+    }
+
+    /// The generation's result; `total` is its wall time.
+    pub(super) fn finish(mut self, stop: StopReason, total: Duration) -> Generation {
+        if self.cfg.record_margins {
+            self.margins.truncate(self.generated.len());
+        }
+        let s = &mut self.stats;
+        s.n_generated = self.generated.len();
+        s.total = total;
+        s.overhead = total.saturating_sub(s.prefill + s.draft + s.verify);
+        Generation {
+            tokens: self.generated,
+            stop,
+            stats: self.stats,
+            margins: self.margins,
+        }
+    }
+}
+
+/// The acceptance check over one round's rows: accepted draft tokens go to `emit`; returns
+/// how many were accepted and the target's own next token (the rejection's replacement, or
+/// the token after a fully accepted draft).
+#[allow(clippy::too_many_arguments)]
+fn accept<T: Target + ?Sized>(
+    rows: &mut RoundRows<'_, T>,
+    draft: &Draft,
+    cfg: &EngineConfig,
+    greedy: bool,
+    rng: &mut Rng,
+    p: &mut Dist,
+    margins: &mut Vec<f32>,
+    emit: &mut Vec<Token>,
+) -> (usize, Token) {
+    let mut n_acc = 0;
+    for (i, &x) in draft.tokens.iter().enumerate() {
+        if cfg.record_margins && greedy {
+            margins.push(argmax_margin(rows.logits(i)).1);
+        }
+        let verdict = if greedy {
+            greedy_check(rows.argmax(i), x)
+        } else {
+            cfg.sampling.distribution_into(rows.logits(i), p);
+            let point;
+            let q = match &draft.q[i] {
+                Some(q) => q,
+                None => {
+                    point = Dist::point(x);
+                    &point
+                }
+            };
+            sampling_check(p, q, x, rng)
+        };
+        match verdict {
+            Ok(()) => {
+                emit.push(x);
+                n_acc += 1;
+            }
+            Err(t) => return (n_acc, t),
+        }
+    }
+    if cfg.record_margins && greedy {
+        margins.push(argmax_margin(rows.logits(n_acc)).1);
+    }
+    let next = if greedy {
+        rows.argmax(n_acc)
+    } else {
+        pick(rows.logits(n_acc), &cfg.sampling, rng, p, false)
+    };
+    (n_acc, next)
+}
+
+fn pick(row: &[f32], s: &SamplingConfig, rng: &mut Rng, scratch: &mut Dist, greedy: bool) -> Token {
+    if greedy {
+        argmax(row)
+    } else {
+        s.distribution_into(row, scratch);
+        scratch.sample_with(rng.uniform())
+    }
+}
