@@ -4,6 +4,7 @@
 //! output is r's argmax at every position, sampled output is distributed as r.
 
 pub mod combine;
+mod cos;
 pub mod engine;
 
 use std::path::Path;
