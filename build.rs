@@ -30,6 +30,21 @@ fn main() {
         })
         .expect("llama.cpp source dir in CMakeCache.txt")
         .into();
+    // llama.cpp's own speculative loops, for the bench and the parity tests only.
+    if std::env::var_os("CARGO_FEATURE_BENCH").is_some() {
+        shims(&src);
+    }
+    // Tandem's own parallel work on ggml's OpenMP team (llama-cpp-sys-2 is built with its
+    // `openmp` feature and links libgomp).
+    cc::Build::new()
+        .cpp(true)
+        .file("cpp/omp_team.cpp")
+        .flag("-fopenmp")
+        .cpp_link_stdlib(None)
+        .compile("tandem_omp_team");
+}
+
+fn shims(src: &Path) {
     cc::Build::new()
         .cpp(true)
         .std("c++17")
@@ -42,12 +57,4 @@ fn main() {
         .cpp_link_stdlib(None)
         .warnings(false)
         .compile("tandem_llama_spec");
-    // Tandem's own parallel work on ggml's OpenMP team (llama-cpp-sys-2 is built with its
-    // `openmp` feature and links libgomp).
-    cc::Build::new()
-        .cpp(true)
-        .file("cpp/omp_team.cpp")
-        .flag("-fopenmp")
-        .cpp_link_stdlib(None)
-        .compile("tandem_omp_team");
 }

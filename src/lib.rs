@@ -24,8 +24,10 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod collab;
+#[cfg(feature = "train")]
 pub mod distill;
 pub mod draft;
 pub mod engine;
@@ -37,9 +39,11 @@ pub mod kernels;
 pub mod llama;
 pub mod models;
 pub mod sampling;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod session;
 pub mod text;
+#[cfg(feature = "train")]
 pub mod train;
 pub mod verify;
 

@@ -20,6 +20,7 @@
 //! time each request gets the whole machine and its own full speculative speed-up.
 
 mod builder;
+mod channel;
 mod request;
 mod stop;
 mod stream;
@@ -143,7 +144,7 @@ struct Job {
     max_tokens: usize,
     sampling: SamplingConfig,
     stop: Vec<String>,
-    tx: tokio::sync::mpsc::UnboundedSender<Event>,
+    tx: channel::Sender<Event>,
     cancel: CancelHandle,
 }
 
@@ -219,7 +220,7 @@ impl Engine {
         if let Err(queued) = reserved {
             return Err(ApiError::Busy { queued });
         }
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = channel::unbounded();
         let cancel = CancelHandle(stream::JobShared::new(self.status.clone()));
         let prompt_tokens = tokens.len();
         let job = Job {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-use tokio::sync::mpsc::UnboundedReceiver;
+use super::channel::Receiver;
 
 use super::{ApiError, EngineStatus};
 use crate::engine::{Stats, StopReason};
@@ -114,7 +114,7 @@ impl CancelHandle {
 /// A generation in progress. Iterating yields text chunks; [`TextStream::finish`] waits
 /// for the end and returns the statistics. Dropping the stream cancels the generation.
 pub struct TextStream {
-    pub(super) rx: UnboundedReceiver<Event>,
+    pub(super) rx: Receiver<Event>,
     pub(super) cancel: CancelHandle,
     pub(super) prompt_tokens: usize,
     pub(super) end: Option<Result<Finish, ApiError>>,

@@ -45,7 +45,7 @@ enum Cmd {
     Models,
     /// Benchmarks: `suite` (drafters side by side: interleaved runs, medians, output
     /// checked; the default), `calibrate`, `drafter-speed`, `collab`.
-    Bench(BenchCommand),
+    Bench(Box<BenchCommand>),
     /// Re-quantise a GGUF through llama.cpp's quantiser (e.g. a weaker low-bit "amateur"
     /// with the same vocabulary, for contrastive decoding).
     Quantize {
@@ -121,7 +121,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
-        Cmd::Bench(a) => bench::run(a),
+        Cmd::Bench(a) => bench::run(*a),
         Cmd::Distill { cmd } => distill::run(cmd),
         Cmd::Quantize {
             model,

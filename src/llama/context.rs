@@ -199,6 +199,7 @@ impl Context {
         })
     }
 
+    #[cfg(feature = "bench")]
     pub(super) fn raw(&mut self) -> *mut sys::llama_context {
         self.ctx
     }

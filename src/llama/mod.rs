@@ -6,12 +6,14 @@
 //! logits are `&[f32]` rows borrowed from llama.cpp's output buffer (no copies).
 
 mod backend;
+#[cfg(feature = "bench")]
 pub mod baseline;
 mod context;
 mod model;
 mod quantize;
 
 pub use backend::init_backend;
+#[cfg(feature = "bench")]
 pub use baseline::{LlamaDflash, LlamaSpecStats, llama_spec_generate};
 pub use context::{Context, ContextParams, Outputs, default_threads};
 pub use model::{Model, ModelParams};

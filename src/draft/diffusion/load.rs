@@ -214,7 +214,7 @@ impl Loader<'_> {
         let n_rot = g
             .get_int(&key("rope.dimension_count"))
             .map_or(head_dim, |v| v as usize);
-        if n_rot > head_dim || n_rot % 2 != 0 {
+        if n_rot > head_dim || !n_rot.is_multiple_of(2) {
             return Err(self.meta("rope.dimension_count"));
         }
         let rope_freq_scale = match g.get_str(&key("rope.scaling.type")) {
