@@ -140,6 +140,30 @@ pub struct SessionConfig {
     pub model_params: ModelParams,
 }
 
+impl SessionConfig {
+    /// `model` (a path or manifest name) in a context of `n_ctx` tokens on `threads`
+    /// threads, decoding batches of up to `n_batch` tokens; `exact` keeps weights in their
+    /// file layout (no CPU repacking).
+    pub fn new(
+        model: impl Into<String>,
+        n_ctx: u32,
+        threads: i32,
+        n_batch: u32,
+        exact: bool,
+    ) -> Self {
+        Self {
+            model: model.into(),
+            context: ContextParams {
+                n_ctx,
+                n_threads: threads,
+                n_batch,
+                flash_attn: None,
+            },
+            model_params: ModelParams { repack: !exact },
+        }
+    }
+}
+
 /// A loaded target model and its context, with lazily loaded output head and drafter.
 pub struct Session {
     /// The loaded target model.

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::request::validate_sampling;
+use super::request::{check_draft_max, validate_sampling};
 use super::{ApiError, Engine, EngineInfo, EngineStatus, worker};
 use crate::draft::NgramConfig;
 use crate::engine::PolicyKind;
-use crate::llama::{ContextParams, ModelParams, default_threads};
+use crate::llama::{ContextParams, default_threads};
 use crate::sampling::SamplingConfig;
 use crate::session::{DiffusionSpec, DraftSpec, HeadMode, Session, SessionConfig};
 
@@ -118,11 +118,8 @@ impl EngineBuilder {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.draft != DraftSpec::None && !(1..=MAX_DRAFT).contains(&self.draft_max) {
-            return Err(format!(
-                "draft max (--draft-max) must be between 1 and {MAX_DRAFT} (got {})",
-                self.draft_max
-            ));
+        if self.draft != DraftSpec::None {
+            check_draft_max(self.draft_max)?;
         }
         if !(16..=1 << 20).contains(&self.n_ctx) {
             return Err(format!(
@@ -213,18 +210,13 @@ impl EngineBuilder {
         } else {
             self.draft_max
         };
-        let cfg = SessionConfig {
-            model: self.model.clone(),
-            context: ContextParams {
-                n_ctx: self.n_ctx,
-                n_threads: self.threads.unwrap_or_else(default_threads),
-                n_batch: ContextParams::verify_batch(draft_max, self.n_ctx),
-                flash_attn: None,
-            },
-            model_params: ModelParams {
-                repack: !self.exact,
-            },
-        };
+        let cfg = SessionConfig::new(
+            self.model.clone(),
+            self.n_ctx,
+            self.threads.unwrap_or_else(default_threads),
+            ContextParams::verify_batch(draft_max, self.n_ctx),
+            self.exact,
+        );
         let setup_err = |e: crate::session::SessionError| ApiError::Setup(e.to_string());
         let mut session = Session::open(&cfg).map_err(setup_err)?;
         // Load the drafter and head now, so that a bad drafter file fails here and not

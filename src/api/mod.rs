@@ -32,7 +32,9 @@ use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
 
 pub use builder::{DEFAULT_DRAFT_MAX, EngineBuilder, MAX_DRAFT};
-pub use request::{MAX_STOPS, Message, Prompt, Request, Role};
+pub use request::{
+    MAX_STOPS, Message, Prompt, Request, Role, SamplingNames, check_draft_max, check_sampling,
+};
 pub use stop::StopMatcher;
 pub use stream::{CancelHandle, Event, Finish, FinishReason, TextStream};
 

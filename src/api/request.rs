@@ -172,17 +172,53 @@ impl Request {
 
 /// Check a sampling configuration's ranges.
 pub(super) fn validate_sampling(s: &SamplingConfig) -> Result<(), ApiError> {
+    check_sampling(s, &SamplingNames::API).map_err(ApiError::BadRequest)
+}
+
+/// How a front end spells the sampling settings in its error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct SamplingNames {
+    /// The temperature's name.
+    pub temp: &'static str,
+    /// The nucleus threshold's name.
+    pub top_p: &'static str,
+}
+
+impl SamplingNames {
+    /// The request fields' names (OpenAI's).
+    pub const API: Self = Self {
+        temp: "temperature",
+        top_p: "top_p",
+    };
+    /// The command line's flags.
+    pub const CLI: Self = Self {
+        temp: "--temp",
+        top_p: "--top-p",
+    };
+}
+
+/// The one check of sampling settings' ranges, naming them as `names` says.
+pub fn check_sampling(s: &SamplingConfig, names: &SamplingNames) -> Result<(), String> {
     if !s.temp.is_finite() || s.temp < 0.0 {
-        return Err(ApiError::BadRequest(format!(
-            "temperature must be >= 0 (got {})",
-            s.temp
-        )));
+        return Err(format!("{} must be >= 0 (got {})", names.temp, s.temp));
     }
     if !(s.top_p > 0.0 && s.top_p <= 1.0) {
-        return Err(ApiError::BadRequest(format!(
-            "top_p must be in (0, 1] (got {})",
-            s.top_p
-        )));
+        return Err(format!(
+            "{} must be in (0, 1] (got {})",
+            names.top_p, s.top_p
+        ));
     }
     Ok(())
+}
+
+/// The one check of a draft-length cap's range (`--draft-max`).
+pub fn check_draft_max(k: usize) -> Result<(), String> {
+    if (1..=super::MAX_DRAFT).contains(&k) {
+        Ok(())
+    } else {
+        Err(format!(
+            "draft max (--draft-max) must be between 1 and {} (got {k})",
+            super::MAX_DRAFT
+        ))
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 
-use tandem::api::MAX_DRAFT;
+use tandem::api::check_draft_max;
 use tandem::draft::NgramConfig;
 use tandem::llama::{ContextParams, ModelParams};
 use tandem::session::{DiffusionSpec, HeadMode, Session, SessionConfig};
@@ -139,9 +139,10 @@ pub struct BenchArgs {
 
 fn bench(a: BenchArgs) -> Result<()> {
     use tandem::bench::*;
-    if a.reps == 0 || a.max_tokens == 0 || !(1..=MAX_DRAFT).contains(&a.draft_max) {
-        bail!("--reps and --max-tokens must be positive, --draft-max in 1..={MAX_DRAFT}");
+    if a.reps == 0 || a.max_tokens == 0 {
+        bail!("--reps and --max-tokens must be positive");
     }
+    check_draft_max(a.draft_max).map_err(anyhow::Error::msg)?;
     if a.calibrate {
         return calibrate_cmd(&a);
     }
@@ -180,16 +181,13 @@ fn bench(a: BenchArgs) -> Result<()> {
             configs.push(c);
         }
     }
-    let cfg = SessionConfig {
-        model: a.model.clone(),
-        context: ContextParams {
-            n_ctx: a.ctx_size,
-            n_threads: a.threads,
-            n_batch: 512.max(a.draft_max as u32 + 1),
-            flash_attn: None,
-        },
-        model_params: ModelParams { repack: !a.exact },
-    };
+    let cfg = SessionConfig::new(
+        a.model.clone(),
+        a.ctx_size,
+        a.threads,
+        512.max(a.draft_max as u32 + 1),
+        a.exact,
+    );
     let mut session = Session::open(&cfg)?;
     let opts = SuiteOptions {
         max_tokens: a.max_tokens,
@@ -258,16 +256,13 @@ fn drafter_speed_cmd(a: &BenchArgs) -> Result<()> {
     if !(2..=64).contains(&a.block) || a.reps == 0 || !(1..=8192).contains(&a.depth) {
         bail!("need --block in 2..=64, --reps >= 1, --depth in 1..=8192");
     }
-    let cfg = SessionConfig {
-        model: a.model.clone(),
-        context: ContextParams {
-            n_ctx: (a.depth + a.block + 64) as u32,
-            n_threads: a.threads,
-            n_batch: 512,
-            flash_attn: None,
-        },
-        model_params: ModelParams::default(),
-    };
+    let cfg = SessionConfig::new(
+        a.model.clone(),
+        (a.depth + a.block + 64) as u32,
+        a.threads,
+        512,
+        false,
+    );
     let mut session = Session::open(&cfg)?;
     let ours = session.dflash(&path)?;
     let r = tandem::bench::drafter_speed(
@@ -301,16 +296,13 @@ fn calibrate_cmd(a: &BenchArgs) -> Result<()> {
     if !(1..=512).contains(&max_k) {
         bail!("--max-k must be in 1..=512");
     }
-    let cfg = SessionConfig {
-        model: a.model.clone(),
-        context: ContextParams {
-            n_ctx: a.ctx_size.max((a.depth + max_k + 16) as u32),
-            n_threads: a.threads,
-            n_batch: 512,
-            flash_attn: None,
-        },
-        model_params: ModelParams::default(),
-    };
+    let cfg = SessionConfig::new(
+        a.model.clone(),
+        a.ctx_size.max((a.depth + max_k + 16) as u32),
+        a.threads,
+        512,
+        false,
+    );
     let mut session = Session::open(&cfg)?;
     // Measure the lazy head wherever the model supports it (that is what decides Auto).
     let head = session.head_for(HeadMode::Lazy).ok().flatten();

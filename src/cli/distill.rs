@@ -210,16 +210,13 @@ fn collect(a: CollectArgs) -> Result<()> {
     if a.max_new == 0 {
         bail!("--max-new must be at least 1");
     }
-    let mut session = Session::open(&SessionConfig {
-        model: a.model.clone(),
-        context: ContextParams {
-            n_ctx: a.ctx_size,
-            n_threads: a.threads.unwrap_or_else(tandem::llama::default_threads),
-            n_batch: 512,
-            flash_attn: None,
-        },
-        model_params: ModelParams::default(),
-    })?;
+    let mut session = Session::open(&SessionConfig::new(
+        a.model.clone(),
+        a.ctx_size,
+        a.threads.unwrap_or_else(tandem::llama::default_threads),
+        512,
+        false,
+    ))?;
     let layers = a
         .layers
         .clone()
@@ -358,16 +355,13 @@ fn run_all(a: RunArgs) -> Result<()> {
     // Estimate from this machine: one short greedy generation.
     let threads = a.threads.unwrap_or_else(tandem::llama::default_threads);
     let tok_s = {
-        let mut session = Session::open(&SessionConfig {
-            model: target.display().to_string(),
-            context: ContextParams {
-                n_ctx: 512,
-                n_threads: threads,
-                n_batch: 512,
-                flash_attn: None,
-            },
-            model_params: ModelParams::default(),
-        })?;
+        let mut session = Session::open(&SessionConfig::new(
+            target.display().to_string(),
+            512,
+            threads,
+            512,
+            false,
+        ))?;
         let p = session.prompt_tokens("Write a short note about rivers.", false)?;
         let t0 = std::time::Instant::now();
         let g = session.generate(

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 
 use anyhow::{Context as _, Result, bail};
 
-use tandem::api::{MAX_DRAFT, Message, Prompt, Request};
+use tandem::api::{Message, Prompt, Request, SamplingNames, check_draft_max, check_sampling};
 use tandem::sampling::SamplingConfig;
 
 use super::{collab, engine, text_out};
@@ -53,12 +53,13 @@ fn validate(a: &GenerateArgs) -> Result<()> {
             a.max_tokens
         );
     }
-    if !a.temp.is_finite() || a.temp < 0.0 {
-        bail!("--temp must be >= 0 (got {})", a.temp);
-    }
-    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
-        bail!("--top-p must be in (0, 1] (got {})", a.top_p);
-    }
+    let sampling = SamplingConfig {
+        temp: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    };
+    check_sampling(&sampling, &SamplingNames::CLI).map_err(anyhow::Error::msg)?;
     Ok(())
 }
 
@@ -87,12 +88,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         seed: a.seed,
     };
     if a.collab.active() {
-        if !(1..=MAX_DRAFT).contains(&a.engine.draft_max) {
-            bail!(
-                "--draft-max must be between 1 and {MAX_DRAFT} (got {})",
-                a.engine.draft_max
-            );
-        }
+        check_draft_max(a.engine.draft_max).map_err(anyhow::Error::msg)?;
         return collab::generate(
             &a.collab,
             &collab::Common {
