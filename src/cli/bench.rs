@@ -7,7 +7,6 @@ use anyhow::{Context as _, Result, bail};
 
 use tandem::api::check_draft_max;
 use tandem::draft::NgramConfig;
-use tandem::llama::{ContextParams, ModelParams};
 use tandem::session::{DiffusionSpec, HeadMode, Session, SessionConfig};
 
 use super::collab;

@@ -6,7 +6,6 @@ use anyhow::{Context as _, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use tandem::distill::{self, CollectOptions};
-use tandem::llama::{ContextParams, ModelParams};
 use tandem::session::{Session, SessionConfig};
 
 #[derive(clap::Subcommand)]
