@@ -55,7 +55,9 @@ fn openai_client_gets_what_generate_prints() {
         assert!(stream["chunks"].as_u64().unwrap() > 1, "streamed in pieces");
         assert_eq!(stream["usage"], chat["usage"]);
         assert_eq!(stream["finish_reason"], chat["finish_reason"]);
-        assert_eq!(stream["tandem"]["drafter"], "ngram");
+        // The default: n-gram + the shipped diffusion drafter under the fail-fast policy.
+        assert_eq!(stream["tandem"]["drafter"], "auto");
+        assert_eq!(stream["tandem"]["policy"], "failfast");
         let tokens = chat["usage"]["completion_tokens"].as_u64().unwrap() as usize;
         assert!(tokens <= N);
         let reason = if tokens == N { "length" } else { "stop" };
