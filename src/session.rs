@@ -351,7 +351,8 @@ impl Session {
         )?)
     }
 
-    /// Generate up to `max_new` tokens after `prompt`; see [`engine::generate`].
+    /// Generate up to `max_new` tokens after `prompt` with one drafter and a constant draft
+    /// length; see [`engine::generate`].
     pub fn generate(
         &mut self,
         prompt: &[Token],
@@ -360,13 +361,7 @@ impl Session {
         cfg: &EngineConfig,
         on_token: &mut dyn FnMut(Token) -> bool,
     ) -> Result<Generation, SessionError> {
-        Ok(engine::generate(
-            &mut self.ctx,
-            drafter,
-            prompt,
-            max_new,
-            cfg,
-            on_token,
-        )?)
+        let mut policy = FixedPolicy::new(drafter, cfg.draft_max);
+        self.run(prompt, max_new, &mut policy, cfg, on_token)
     }
 }
