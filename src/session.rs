@@ -301,7 +301,9 @@ impl Session {
                 tracing::info!("measuring the verify-cost curve (once per model and machine)");
                 let filler = (self.model.n_vocab() / 2) as Token;
                 let c = cost::measure(&mut self.ctx, head.map(|h| &**h), filler, 33, 3)?;
-                if let Some(k) = &key {
+                // A small context window measures only part of the curve: use it for
+                // this session, but cache only a full one.
+                if let Some(k) = key.as_ref().filter(|_| c.max_n() >= 33) {
                     cost_cache::save(k, &c);
                 }
                 c

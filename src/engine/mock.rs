@@ -245,6 +245,17 @@ mod tests {
     }
 
     #[test]
+    fn the_cost_curve_is_measured_in_any_window_and_leaves_the_cache_empty() {
+        use crate::engine::policy::cost::measure;
+        for (n_ctx, want) in [(16, 11), (64, 33), (256, 33)] {
+            let mut t = MockTarget::new(n_ctx);
+            let c = measure(&mut t, None, 1, 33, 1).unwrap();
+            assert_eq!(c.max_n(), want, "window {n_ctx}");
+            assert_eq!(t.kv_len(), 0);
+        }
+    }
+
+    #[test]
     fn the_failfast_policy_keeps_the_kv_invariant_and_the_output() {
         use crate::engine::policy::cost::CostModel;
         use crate::engine::{FailFast, PolicyMemory, run as run_policy};

@@ -142,10 +142,12 @@ fn interpolate(pts: &[(usize, f64)], n: usize) -> f64 {
     }
 }
 
-/// Measure the curve on `target`: a 64-token context, then batches of each size in
-/// [`MEASURED_SIZES`] (up to `max_n`) decoded `reps` times, medians. With `head`, batches
-/// stop at the final norm and Tandem's lazy head computes every row (the path verification
-/// takes). The KV cache is cleared afterwards.
+/// Measure the curve on `target`: a context of up to 64 tokens (a quarter of the window
+/// at most), then batches of each size in [`MEASURED_SIZES`] (up to `max_n` and what the
+/// window leaves) decoded `reps` times, medians. With `head`, batches stop at the final
+/// norm and Tandem's lazy head computes every row (the path verification takes). The KV
+/// cache is cleared afterwards. A window too small for any batch gives a one-point curve
+/// (see [`CostModel::max_n`]; callers should not cache it).
 pub fn measure<T: Target + ?Sized>(
     target: &mut T,
     head: Option<&OutputHead>,
@@ -153,35 +155,38 @@ pub fn measure<T: Target + ?Sized>(
     max_n: usize,
     reps: usize,
 ) -> Result<CostModel, TargetError> {
-    const DEPTH: usize = 64;
+    let n_ctx = target.n_ctx();
+    let depth = 64.min(n_ctx / 4);
     let max_n = max_n
         .min(target.n_batch())
-        .min(target.n_ctx().saturating_sub(DEPTH + 1));
+        .min(n_ctx.saturating_sub(depth + 1))
+        .max(1);
     target.clear();
-    let prefix = vec![filler; DEPTH];
-    target.decode(&prefix, 0, Outputs::Last)?;
+    if depth > 0 {
+        target.decode(&vec![filler; depth], 0, Outputs::Last)?;
+    }
     let mut points = Vec::new();
-    let batch = vec![filler; max_n.max(1)];
+    let batch = vec![filler; max_n];
     for &n in MEASURED_SIZES.iter().filter(|&&n| n <= max_n) {
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps.max(1) {
             let t0 = Instant::now();
             match head {
                 Some(h) => {
-                    target.decode(&batch[..n], DEPTH, Outputs::Hidden)?;
+                    target.decode(&batch[..n], depth, Outputs::Hidden)?;
                     let rows: Vec<&[f32]> = (0..n).map(|i| target.hidden(i)).collect();
                     std::hint::black_box(h.argmax(&rows));
                 }
-                None => target.decode(&batch[..n], DEPTH, Outputs::All)?,
+                None => target.decode(&batch[..n], depth, Outputs::All)?,
             }
             times.push(t0.elapsed().as_secs_f64());
-            target.truncate(DEPTH)?;
+            target.truncate(depth)?;
         }
         times.sort_by(f64::total_cmp);
         points.push((n, times[times.len() / 2]));
     }
     target.clear();
-    Ok(CostModel::from_points(&points, max_n.max(1)))
+    Ok(CostModel::from_points(&points, max_n))
 }
 
 #[cfg(test)]
