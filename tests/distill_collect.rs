@@ -1,5 +1,5 @@
 //! `distill collect` on the real SmolLM2: the stored tokens are the target's own greedy
-//! continuation, the stored features are the target's (as a fresh prefill computes them,
+//! continuation, the soft labels the target's top-k, the stored features are the target's (as a fresh prefill computes them,
 //! to f16 and batch rounding), and an interrupted run resumes without redoing or losing
 //! prompts.
 
@@ -17,7 +17,7 @@ fn collected_tokens_and_features_are_the_targets_and_runs_resume() {
     let m = model("smollm2-135m", true);
     let mut ctx = context(&m, 1024);
     let layers = default_target_layers(m.n_layer());
-    assert_eq!(layers, vec![1, 15, 28]);
+    assert_eq!(layers, vec![2, 9, 15, 21, 28]);
     let prompts: Vec<Result<Vec<i32>, String>> = PROMPTS[..3]
         .iter()
         .map(|p| Ok(prompt_tokens(&m, p)))
@@ -28,6 +28,7 @@ fn collected_tokens_and_features_are_the_targets_and_runs_resume() {
         max_new: 12,
         target_layers: layers.clone(),
         limit: 2,
+        top_k: 8,
     };
     let mut calls = 0;
     let s = collect(&mut ctx, &prompts, dir.path(), &opts, &mut |_, _, _| {
@@ -45,7 +46,7 @@ fn collected_tokens_and_features_are_the_targets_and_runs_resume() {
     let meta = Shards::open_existing(dir.path()).unwrap();
     assert_eq!(meta.len(), 3);
     let nf = meta.meta.n_features;
-    assert_eq!(nf, 3 * m.n_embd());
+    assert_eq!(nf, 5 * m.n_embd());
     for i in 0..3 {
         let r = meta.read(i).unwrap();
         let prompt = prompts[r.prompt_index].as_ref().unwrap();
@@ -62,6 +63,16 @@ fn collected_tokens_and_features_are_the_targets_and_runs_resume() {
             },
         );
         assert_eq!(&r.tokens[r.n_prompt..], &want.tokens[..]);
+        // Soft labels: the target's top 8 after every position, most likely first; inside
+        // the continuation the most likely is the token that follows (greedy).
+        assert_eq!(r.top_ids.len(), 8 * (r.tokens.len() - 1));
+        for (row, (ids, ps)) in r.top_ids.chunks(8).zip(r.top_p.chunks(8)).enumerate() {
+            assert!(ps.windows(2).all(|w| w[0] >= w[1]), "row {row}: {ps:?}");
+            assert!(ps.iter().sum::<f32>() <= 1.01 && ps[0] > 0.0);
+            if row + 1 >= r.n_prompt {
+                assert_eq!(ids[0], r.tokens[row + 1], "row {row}");
+            }
+        }
         // The features match one prefill over the same tokens (f16 storage; the
         // prefill batches positions differently than token-by-token generation).
         ctx.clear();

@@ -79,12 +79,16 @@ fn exported_drafter_matches_training(name: &str) {
         n_prompt: toks.len(),
         tokens: toks.clone(),
         features: scaled,
+        top_ids: Vec::new(),
+        top_p: Vec::new(),
     };
     let block = BlockOptions {
         block_size: 16,
         anchors: 1,
         gamma: 5.0,
         max_context: 4096,
+        labels: tandem::train::Labels::Hard,
+        prompt_anchors: false,
     };
     let mask_embd = embd.rows(&[shape.mask_token as i32]);
     let b = make_batch(&rec, &[c], &embd, &mask_embd, &vocab, &block).unwrap();
@@ -136,6 +140,8 @@ fn distill_run_makes_a_working_drafter_and_training_resumes_exactly() {
         "6",
         "--max-new",
         "24",
+        "--heldout",
+        "2",
         "--vocab",
         "2048",
         "--anchors",
@@ -187,7 +193,7 @@ fn distill_run_makes_a_working_drafter_and_training_resumes_exactly() {
             "--out",
             &part,
         ];
-        a.extend(&small[4..]);
+        a.extend(&small[6..]);
         a.extend(["--steps", steps]);
         common::tandem_ok(&a);
     };

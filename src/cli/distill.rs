@@ -10,8 +10,9 @@ use tandem::session::{Session, SessionConfig};
 
 #[derive(clap::Subcommand)]
 pub enum DistillCmd {
-    /// Run the target over a prompt corpus, let it write its own greedy continuations, and
-    /// store tokens + the target features a drafter conditions on (resumable).
+    /// Run the target over a prompt corpus (teacher forcing over the prompt, then its own
+    /// greedy continuation) and store tokens, the target features a drafter conditions on
+    /// and the target's top-k next-token probabilities (resumable).
     Collect(CollectArgs),
     /// Write an offline prompt corpus (JSON lines) from built-in templates and passages of
     /// local text files, keeping the bench suites out.
@@ -20,6 +21,30 @@ pub enum DistillCmd {
     Train(TrainArgs),
     /// The whole pipeline, target GGUF to drafter GGUF: prompts, collect, train, export.
     Run(RunArgs),
+    /// Measure a drafter on collected (held-out) sequences two ways: offline, walking
+    /// rounds over the recorded continuations, and at run time, the engine verifying.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// GGUF path or manifest name of the target the data was collected from.
+    #[arg(short = 'm', long)]
+    model: String,
+    /// The drafter GGUF (default: the model's shipped drafter).
+    #[arg(long)]
+    drafter: Option<PathBuf>,
+    /// Data directory written by `tandem distill collect` (held-out prompts).
+    #[arg(long)]
+    data: PathBuf,
+    /// Records measured (0 = all).
+    #[arg(long, default_value_t = 0)]
+    records: usize,
+    /// Tokens drafted per round (the drafter's block minus one at most).
+    #[arg(long, default_value_t = 15)]
+    k: usize,
+    #[arg(short = 't', long)]
+    threads: Option<i32>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -39,7 +64,7 @@ pub struct TrainOpts {
     #[arg(long, default_value_t = 16)]
     block: usize,
     /// Blocks per step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     anchors: usize,
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
@@ -51,6 +76,25 @@ pub struct TrainOpts {
     /// Validate, checkpoint and export every this many steps.
     #[arg(long, default_value_t = 500)]
     checkpoint_every: usize,
+    /// What block positions learn: soft (the target's top-k distribution) or hard (its
+    /// top token).
+    #[arg(long, value_enum, default_value_t = LabelsArg::Soft)]
+    labels: LabelsArg,
+    /// Train the drafter's head too (default: frozen to the target's own output rows).
+    #[arg(long)]
+    train_head: bool,
+    /// Anchor blocks only in the target's continuations, not inside prompts.
+    #[arg(long)]
+    no_prompt_anchors: bool,
+    /// Held-out sequences scored per validation.
+    #[arg(long, default_value_t = 24)]
+    val_records: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LabelsArg {
+    Soft,
+    Hard,
 }
 
 impl TrainOpts {
@@ -66,6 +110,13 @@ impl TrainOpts {
             gamma: self.gamma,
             seed: self.seed,
             checkpoint_every: self.checkpoint_every,
+            labels: match self.labels {
+                LabelsArg::Soft => tandem::train::Labels::Soft,
+                LabelsArg::Hard => tandem::train::Labels::Hard,
+            },
+            train_head: self.train_head,
+            prompt_anchors: !self.no_prompt_anchors,
+            val_records: self.val_records,
             ..Default::default()
         }
     }
@@ -82,6 +133,10 @@ pub struct TrainArgs {
     /// Output directory: checkpoints and drafter.gguf (an existing run is resumed).
     #[arg(long)]
     out: PathBuf,
+    /// Held-out data directory (collected from `distill prompts`' held-out file);
+    /// without one every 50th record is held out.
+    #[arg(long)]
+    heldout: Option<PathBuf>,
     #[command(flatten)]
     train: TrainOpts,
 }
@@ -94,9 +149,12 @@ pub struct RunArgs {
     /// Work directory: prompts.jsonl, data/, train/, and the result drafter.gguf.
     #[arg(long)]
     out: PathBuf,
-    /// Prompts to collect continuations for.
+    /// Prompts to collect (plus a held-out set of --heldout prompts).
     #[arg(long, default_value_t = 1500)]
     prompts: usize,
+    /// Held-out prompts (their groups share no template or source file with training).
+    #[arg(long, default_value_t = 48)]
+    heldout: usize,
     /// Tokens generated per prompt.
     #[arg(long, default_value_t = 128)]
     max_new: usize,
@@ -112,11 +170,15 @@ pub struct RunArgs {
 
 #[derive(clap::Args)]
 pub struct PromptsArgs {
-    /// Output file (JSON lines: {"prompt": …}).
+    /// Output file (JSON lines: {"prompt": …}); the held-out prompts go beside it, to
+    /// the same name with `.heldout` before the extension.
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 5000)]
     count: usize,
+    /// Held-out prompts, from groups (templates, source files) kept out of training.
+    #[arg(long, default_value_t = 48)]
+    heldout: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Files or directories of text (source code, documentation) for code, RAG and
@@ -139,10 +201,14 @@ pub struct CollectArgs {
     /// Output directory (created; an existing one is resumed).
     #[arg(long)]
     out: PathBuf,
-    /// Tokens generated per prompt.
+    /// Tokens generated per prompt (0: teacher forcing over the prompt text only).
     #[arg(long, default_value_t = 128)]
     max_new: usize,
-    /// Target layers to record, comma-separated (default: 1, n_layer/2, n_layer-2).
+    /// Soft labels stored per position: the target's top-k next-token probabilities.
+    #[arg(long, default_value_t = 32)]
+    top_k: usize,
+    /// Target layers to record, comma-separated (default: five taps spaced evenly, as
+    /// DFlash's converter places them).
     #[arg(long, value_delimiter = ',')]
     layers: Option<Vec<usize>>,
     /// Collect at most this many new prompts in this run (0 = all).
@@ -163,6 +229,7 @@ pub fn run(cmd: DistillCmd) -> Result<()> {
         DistillCmd::Prompts(a) => prompts(a),
         DistillCmd::Train(a) => train(a),
         DistillCmd::Run(a) => run_all(a),
+        DistillCmd::Eval(a) => eval(a),
     }
 }
 
@@ -179,35 +246,51 @@ fn prompts(a: PromptsArgs) -> Result<()> {
     } else {
         a.exclude
     };
-    let ps = distill::generate_corpus(&distill::CorpusOptions {
+    let c = distill::generate_corpus(&distill::CorpusOptions {
         count: a.count,
         seed: a.seed,
         sources: a.from,
         exclude: exclude.clone(),
+        heldout: a.heldout,
     })
     .map_err(anyhow::Error::msg)?;
-    let mut text = String::new();
-    for p in &ps {
-        text.push_str(&serde_json::json!({ "prompt": p }).to_string());
-        text.push('\n');
+    let held = heldout_path(&a.out);
+    for (path, ps) in [(&a.out, &c.train), (&held, &c.heldout)] {
+        let mut text = String::new();
+        for p in ps {
+            text.push_str(&serde_json::json!({ "prompt": p }).to_string());
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    std::fs::write(&a.out, text).with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!(
-        "wrote {} prompts to {} (excluded: {:?})",
-        ps.len(),
+        "wrote {} prompts to {} and {} held-out to {} (excluded: {:?})",
+        c.train.len(),
         a.out.display(),
+        c.heldout.len(),
+        held.display(),
         exclude
     );
     Ok(())
+}
+
+/// `prompts.jsonl` → `prompts.heldout.jsonl`.
+fn heldout_path(p: &Path) -> PathBuf {
+    let stem = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = p
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    p.with_file_name(format!("{stem}.heldout{ext}"))
 }
 
 fn collect(a: CollectArgs) -> Result<()> {
     let texts = distill::load_prompt_texts(&a.prompts).map_err(anyhow::Error::msg)?;
     if texts.is_empty() {
         bail!("{}: no prompts", a.prompts.display());
-    }
-    if a.max_new == 0 {
-        bail!("--max-new must be at least 1");
     }
     let mut session = Session::open(&SessionConfig::new(
         a.model.clone(),
@@ -247,6 +330,7 @@ fn collect(a: CollectArgs) -> Result<()> {
         max_new: a.max_new,
         target_layers: layers,
         limit: a.limit,
+        top_k: a.top_k,
     };
     let s = distill::collect(
         &mut session.ctx,
@@ -273,12 +357,19 @@ fn collect(a: CollectArgs) -> Result<()> {
 
 fn train(a: TrainArgs) -> Result<()> {
     let target = tandem::models::resolve(&a.model)?;
-    train_into(&target, &a.data, &a.out, &a.train)?;
+    train_into(&target, &a.data, a.heldout.as_deref(), &a.out, &a.train)?;
     Ok(())
 }
 
-fn train_into(target: &Path, data: &Path, out: &Path, t: &TrainOpts) -> Result<PathBuf> {
-    let o = t.options();
+fn train_into(
+    target: &Path,
+    data: &Path,
+    heldout: Option<&Path>,
+    out: &Path,
+    t: &TrainOpts,
+) -> Result<PathBuf> {
+    let mut o = t.options();
+    o.val_data = heldout.map(Path::to_path_buf);
     let bar = ProgressBar::new(o.steps as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -292,9 +383,12 @@ fn train_into(target: &Path, data: &Path, out: &Path, t: &TrainOpts) -> Result<P
         if let Some(v) = &p.val {
             // Printed above the bar, and in logs too (a hidden bar prints nothing).
             bar.suspend(|| eprintln!(
-                "step {}: held-out loss {:.3}, tokens/step {:.2} (block {}), accepted ≥1/≥2/≥4: {:.0}%/{:.0}%/{:.0}%, {:.0} s",
+                "step {}: held-out loss {:.3}; per round (as run time): {:.2} tokens/step, 1st accepted {:.0}% ({} rounds); per anchor: {:.2} tokens/step (block {}), accepted ≥1/≥2/≥4: {:.0}%/{:.0}%/{:.0}%, {:.0} s",
                 v.step,
                 v.loss,
+                v.round_tokens_per_step,
+                100.0 * v.round_first_acceptance,
+                v.rounds,
                 v.tokens_per_step,
                 o.block_size,
                 100.0 * v.prefix_acc.first().copied().unwrap_or(0.0),
@@ -316,8 +410,10 @@ fn train_into(target: &Path, data: &Path, out: &Path, t: &TrainOpts) -> Result<P
     );
     if let Some(v) = &s.last_val {
         eprintln!(
-            "held-out: {:.2} tokens per verification step (greedy, block {})",
-            v.tokens_per_step, o.block_size
+            "held-out: {:.2} tokens per verification round, first draft token accepted in {:.0}% of rounds (greedy, block {})",
+            v.round_tokens_per_step,
+            100.0 * v.round_first_acceptance,
+            o.block_size
         );
     }
     Ok(s.drafter)
@@ -372,7 +468,7 @@ fn run_all(a: RunArgs) -> Result<()> {
         )?;
         g.tokens.len().max(1) as f64 / t0.elapsed().as_secs_f64()
     };
-    let collect_min = a.prompts as f64 * (a.max_new as f64 + 60.0) / tok_s / 60.0;
+    let collect_min = (a.prompts + a.heldout) as f64 * (a.max_new as f64 + 60.0) / tok_s / 60.0;
     eprintln!(
         "plan: {} prompts × {} tokens at ~{:.0} tokens/s ≈ {:.0} min of collection, then {} training steps (timed after the first ones)",
         a.prompts, a.max_new, tok_s, collect_min, a.train.steps
@@ -385,23 +481,31 @@ fn run_all(a: RunArgs) -> Result<()> {
         prompts(PromptsArgs {
             out: corpus.clone(),
             count: a.prompts,
+            heldout: a.heldout,
             seed: a.train.seed,
             from: sources,
             exclude: Vec::new(),
         })?;
     }
-    collect(CollectArgs {
-        model: target.display().to_string(),
-        prompts: corpus,
-        out: data.clone(),
-        max_new: a.max_new,
-        layers: None,
-        limit: 0,
-        raw: false,
-        threads: Some(threads),
-        ctx_size: 2048,
-    })?;
-    let drafter = train_into(&target, &data, &work, &a.train)?;
+    let held = a.out.join("heldout");
+    for (prompts, out) in [
+        (heldout_path(&corpus), held.clone()),
+        (corpus, data.clone()),
+    ] {
+        collect(CollectArgs {
+            model: target.display().to_string(),
+            prompts,
+            out,
+            max_new: a.max_new,
+            top_k: 32,
+            layers: None,
+            limit: 0,
+            raw: false,
+            threads: Some(threads),
+            ctx_size: 2048,
+        })?;
+    }
+    let drafter = train_into(&target, &data, Some(&held), &work, &a.train)?;
     let dest = a.out.join("drafter.gguf");
     std::fs::copy(&drafter, &dest).with_context(|| format!("copying to {}", dest.display()))?;
     eprintln!(
@@ -409,6 +513,76 @@ fn run_all(a: RunArgs) -> Result<()> {
         dest.display(),
         a.model,
         dest.display()
+    );
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    use tandem::distill::{Walk, eval};
+    use tandem::draft::diffusion::{DiffusionConfig, DiffusionDrafter};
+    let shards = distill::Shards::open_existing(&a.data)?;
+    let mut session = Session::open(&SessionConfig::new(
+        a.model.clone(),
+        4096,
+        a.threads.unwrap_or_else(tandem::llama::default_threads),
+        512,
+        false,
+    ))?;
+    let path = match &a.drafter {
+        Some(p) => p.clone(),
+        None => tandem::models::shipped_drafter(&a.model)
+            .with_context(|| format!("{} has no shipped drafter; pass --drafter", a.model))?,
+    };
+    let model = session.dflash(&path)?;
+    if model.cfg.target_layers != shards.meta.target_layers {
+        bail!(
+            "{} conditions on layers {:?}, the data holds {:?}",
+            path.display(),
+            model.cfg.target_layers,
+            shards.meta.target_layers
+        );
+    }
+    let n = if a.records == 0 {
+        shards.len()
+    } else {
+        a.records.min(shards.len())
+    };
+    let (mut off, mut rt, mut same) = (Walk::default(), Walk::default(), 0);
+    let cfg = tandem::engine::EngineConfig::default();
+    for i in 0..n {
+        let rec = shards.read(i)?;
+        let mut d = DiffusionDrafter::new(model.clone(), DiffusionConfig::default());
+        off.add(&eval::offline_walk(
+            &mut d,
+            &rec,
+            shards.meta.n_features,
+            a.k,
+        ));
+        let mut d = DiffusionDrafter::new(model.clone(), DiffusionConfig::default());
+        let (w, s) = eval::runtime_walk(&mut session.ctx, &mut d, &rec, a.k, &cfg)?;
+        rt.add(&w);
+        same += s as usize;
+    }
+    let rel = |x: f64, y: f64| 100.0 * (x - y) / y.max(1e-9);
+    println!(
+        "{n} sequences of {} ({same} with run-time output identical to the record), k = {}",
+        a.data.display(),
+        a.k
+    );
+    println!("| measure | rounds | tokens/step | 1st-position acceptance |");
+    println!("|---|---|---|---|");
+    for (name, w) in [("offline (walked)", &off), ("run time (engine)", &rt)] {
+        println!(
+            "| {name} | {} | {:.3} | {:.1}% |",
+            w.rounds,
+            w.tokens_per_step(),
+            100.0 * w.first_rate()
+        );
+    }
+    println!(
+        "offline vs run time: tokens/step {:+.1}%, 1st-position acceptance {:+.1}%",
+        rel(off.tokens_per_step(), rt.tokens_per_step()),
+        rel(off.first_rate(), rt.first_rate())
     );
     Ok(())
 }

@@ -1,19 +1,22 @@
-//! `tandem distill collect`: the target writes its own continuations; its features are
-//! recorded from the same decodes.
+//! `tandem distill collect`: the target reads each prompt (teacher forcing: one batched
+//! prefill gives features and next-token distributions at every prompt position) and
+//! writes its own greedy continuation; the features and soft labels of the continuation
+//! come from the same decodes.
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use super::shards::{DistillMeta, Record, ShardError, Shards};
-use crate::draft::{Draft, Drafter};
-use crate::engine::{self, EngineConfig, EngineError};
-use crate::llama::{Context, TargetError, Token};
+use crate::llama::{Context, Outputs, TargetError, Token};
+use crate::sampling::argmax;
 
 /// Settings of a collection run. Plain data.
 #[derive(Debug, Clone)]
 pub struct CollectOptions {
-    /// Tokens generated per prompt (greedy).
+    /// Tokens generated per prompt (greedy; 0 = teacher forcing over the prompt text only).
     pub max_new: usize,
+    /// Soft labels per position: the target's top `top_k` next-token probabilities.
+    pub top_k: usize,
     /// Target layers whose inputs are stored (llama.cpp layer-input indices).
     pub target_layers: Vec<usize>,
     /// Stop after this many prompts in this run (0 = all).
@@ -41,9 +44,6 @@ pub enum CollectError {
     /// Reading or writing the shards failed.
     #[error(transparent)]
     Shards(#[from] ShardError),
-    /// Generation failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
     /// llama.cpp failed (e.g. the feature layers were refused).
     #[error(transparent)]
     Target(#[from] TargetError),
@@ -71,43 +71,86 @@ pub fn load_prompt_texts(path: &Path) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// Records the features the engine hands a drafter, and drafts nothing: plain decoding
-/// whose decodes also capture the conditioning layers.
-struct Recorder {
-    layers: Vec<usize>,
-    /// Features per position (all layers).
-    width: usize,
-    features: Vec<f32>,
-    next: usize,
-}
-
-impl Drafter for Recorder {
-    fn name(&self) -> &str {
-        "recorder"
+/// The target's `k` most likely next tokens and their probabilities (full-vocabulary
+/// softmax) from one row of logits, most likely first, appended to `ids`/`ps`.
+pub fn top_k_probs(logits: &[f32], k: usize, ids: &mut Vec<Token>, ps: &mut Vec<f32>) {
+    if k == 0 {
+        return;
     }
-    fn begin(&mut self, _prompt: &[Token]) {
-        self.features.clear();
-        self.next = 0;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let z: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    // A small sorted list (descending): one comparison per logit once it is full.
+    let mut best: Vec<(f32, Token)> = Vec::with_capacity(k + 1);
+    for (i, &x) in logits.iter().enumerate() {
+        if best.len() == k && x <= best[k - 1].0 {
+            continue;
+        }
+        let at = best.partition_point(|&(y, _)| y >= x);
+        best.insert(at, (x, i as Token));
+        best.truncate(k);
     }
-    fn feature_layers(&self) -> &[usize] {
-        &self.layers
-    }
-    fn observe(&mut self, pos0: usize, features: &[f32]) {
-        assert_eq!(pos0, self.next, "features arrive in order");
-        self.features.extend_from_slice(features);
-        self.next = pos0 + features.len() / self.width;
-    }
-    fn draft(
-        &mut self,
-        _h: &[Token],
-        _max: usize,
-        _s: &crate::sampling::SamplingConfig,
-        _out: &mut Draft,
-    ) {
+    for &(x, t) in &best {
+        ids.push(t);
+        ps.push((((x - max) as f64).exp() / z) as f32);
     }
 }
 
-/// Collect continuations of `prompts` (already tokenized; `Err` = skip with that reason)
+/// One prompt scored and continued: tokens, features and soft labels of every position
+/// whose successor is known.
+fn run_prompt(
+    ctx: &mut Context,
+    prompt: &[Token],
+    opts: &CollectOptions,
+    nf: usize,
+) -> Result<Record, CollectError> {
+    ctx.clear();
+    let mut tokens = prompt.to_vec();
+    let (mut features, mut top_ids, mut top_p) = (Vec::new(), Vec::new(), Vec::new());
+    let mut buf = Vec::new();
+    let mut last = 0;
+    // Teacher forcing: the prompt in chunks, every position's features and labels.
+    let mut pos = 0;
+    for chunk in prompt.chunks(ctx.n_batch()) {
+        ctx.decode(chunk, pos, Outputs::All)?;
+        ctx.features_into(0..chunk.len(), &mut buf)?;
+        features.extend_from_slice(&buf);
+        for i in 0..chunk.len() {
+            top_k_probs(ctx.logits(i), opts.top_k, &mut top_ids, &mut top_p);
+        }
+        last = chunk.len() - 1;
+        pos += chunk.len();
+    }
+    // The target's own greedy continuation, one decode per token (plain decoding).
+    for step in 0..opts.max_new {
+        let t = argmax(ctx.logits(last));
+        tokens.push(t);
+        if step + 1 == opts.max_new || ctx.model().is_eog(t) || pos + 1 >= ctx.n_ctx() {
+            break;
+        }
+        ctx.decode(&[t], pos, Outputs::All)?;
+        ctx.features_into(0..1, &mut buf)?;
+        features.extend_from_slice(&buf);
+        top_k_probs(ctx.logits(0), opts.top_k, &mut top_ids, &mut top_p);
+        last = 0;
+        pos += 1;
+    }
+    // Rows of every position but the last (its successor is unknown).
+    let rows = tokens.len() - 1;
+    features.truncate(rows * nf);
+    top_ids.truncate(rows * opts.top_k);
+    top_p.truncate(rows * opts.top_k);
+    Ok(Record {
+        prompt_index: 0,
+        n_prompt: prompt.len(),
+        tokens,
+        features,
+        top_ids,
+        top_p,
+    })
+}
+
+/// Collect `prompts` (already tokenized; `Err` = skip with that reason) and their
+/// continuations
 /// into `out`, skipping prompts collected before. `progress(done, total, tokens)` is
 /// called after each prompt.
 pub fn collect(
@@ -132,6 +175,7 @@ pub fn collect(
         target_layers: opts.target_layers.clone(),
         n_features: model.n_embd() * opts.target_layers.len(),
         max_new: opts.max_new,
+        top_k: opts.top_k,
     };
     let nf = meta.n_features;
     let mut shards = Shards::open(out, meta)?;
@@ -144,19 +188,9 @@ pub fn collect(
     if opts.limit > 0 {
         todo.truncate(opts.limit);
     }
-    let cfg = EngineConfig {
-        draft_max: 0,
-        ..EngineConfig::default()
-    };
-    let mut rec = Recorder {
-        layers: opts.target_layers.clone(),
-        width: nf,
-        features: Vec::new(),
-        next: 0,
-    };
     for (k, &i) in todo.iter().enumerate() {
         let prompt = match &prompts[i] {
-            Ok(p) if !p.is_empty() && p.len() + opts.max_new < ctx.n_ctx() => p,
+            Ok(p) if p.len() >= 2 && p.len() + opts.max_new < ctx.n_ctx() => p,
             Ok(p) => {
                 summary.prompts_skipped.push((
                     i,
@@ -174,21 +208,11 @@ pub fn collect(
                 continue;
             }
         };
-        let g = engine::generate(ctx, &mut rec, prompt, opts.max_new, &cfg, &mut |_| true)?;
-        let mut tokens = prompt.clone();
-        tokens.extend_from_slice(&g.tokens);
-        // Every position but the last was decoded, so has features.
-        let rows = tokens.len() - 1;
-        debug_assert!(rec.features.len() >= rows * nf);
-        rec.features.truncate(rows * nf);
-        shards.append(&Record {
-            prompt_index: i,
-            n_prompt: prompt.len(),
-            tokens,
-            features: std::mem::take(&mut rec.features),
-        })?;
+        let mut rec = run_prompt(ctx, prompt, opts, nf)?;
+        rec.prompt_index = i;
+        summary.tokens_collected += rec.tokens.len();
+        shards.append(&rec)?;
         summary.prompts_collected += 1;
-        summary.tokens_collected += g.tokens.len() + prompt.len();
         progress(k + 1, todo.len(), summary.tokens_collected);
     }
     summary.seconds = t0.elapsed().as_secs_f64();

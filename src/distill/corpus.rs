@@ -4,9 +4,17 @@
 //! documentation already on the machine) for the code, RAG and summarization prompts.
 //! Deterministic for a seed and the same input files; any prompt sharing an 8-word run
 //! with an excluded file (the bench suites) is dropped, so training never sees the test.
+//!
+//! Passages are deduplicated (a passage most of whose 8-word runs appeared before is
+//! dropped; license and copyright files, thousands of near-copies on a Debian system, are
+//! skipped) and capped per file. Every prompt belongs to a group — its template, or its
+//! passage's source file — and a share of the groups is held out, so that held-out
+//! prompts share no template and no source file with training.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+
+use sha2::Digest;
 
 use crate::sampling::Rng;
 
@@ -191,10 +199,40 @@ pub struct CorpusOptions {
     pub sources: Vec<PathBuf>,
     /// Files whose prompts must not leak into the corpus (JSON lines with "prompt", or text).
     pub exclude: Vec<PathBuf>,
+    /// Held-out prompts to make besides `count` (from held-out groups only).
+    pub heldout: usize,
 }
+
+/// A corpus: training prompts and held-out prompts from disjoint groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Corpus {
+    /// Training prompts.
+    pub train: Vec<String>,
+    /// Held-out prompts: no template or source file in common with `train`.
+    pub heldout: Vec<String>,
+}
+
+/// Share of groups (templates, source files) held out.
+const HELDOUT_GROUPS: u64 = 8;
+
+/// Whether group `g` is held out: a fixed hash, so the split does not depend on the seed
+/// or on which other groups exist.
+fn held_out(g: &str) -> bool {
+    let h = sha2::Sha256::digest(g.as_bytes());
+    h[0] as u64 % HELDOUT_GROUPS == 0
+}
+
+/// Passages kept per source file, so that no one file dominates.
+const PER_FILE: usize = 4;
 
 fn pick<'a>(rng: &mut Rng, xs: &[&'a str]) -> &'a str {
     xs[(rng.next_u64() % xs.len() as u64) as usize]
+}
+
+/// A template and its group name (its category and index).
+fn pick_template<'a>(rng: &mut Rng, kind: &str, xs: &[&'a str]) -> (&'a str, String) {
+    let i = (rng.next_u64() % xs.len() as u64) as usize;
+    (xs[i], format!("{kind}/{i}"))
 }
 
 fn fill(t: &str, rng: &mut Rng) -> String {
@@ -208,22 +246,81 @@ fn fill(t: &str, rng: &mut Rng) -> String {
         .replace("{c}", &n(rng, 40, 500))
 }
 
-/// Paragraph-sized passages (300–1500 characters) from the text files under `sources`.
-fn passages(sources: &[PathBuf]) -> Vec<String> {
+/// A passage and the file it came from.
+struct Passage {
+    text: String,
+    file: String,
+}
+
+/// Files that hold boilerplate copied across thousands of packages.
+fn boilerplate(f: &Path) -> bool {
+    let name = f
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    [
+        "copyright",
+        "license",
+        "licence",
+        "copying",
+        "changelog",
+        "notice",
+    ]
+    .iter()
+    .any(|b| name.starts_with(b))
+}
+
+/// Paragraph-sized passages (300–1500 characters) from the text files under `sources`:
+/// at most `PER_FILE` per file, files visited in a seeded order, near-duplicates dropped.
+fn passages(sources: &[PathBuf], seed: u64) -> Vec<Passage> {
     let mut files = Vec::new();
     for s in sources {
-        walk(s, &mut files, 0);
+        let mut fs = Vec::new();
+        walk(s, &mut fs, 0);
+        // Named relative to the source given (stable across machines and temp dirs).
+        files.extend(fs.into_iter().map(|f| {
+            let name = match f.strip_prefix(s) {
+                Ok(r) if !r.as_os_str().is_empty() => r.display().to_string(),
+                _ => f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            };
+            (f, name)
+        }));
     }
     files.sort();
+    files.retain(|(f, _)| !boilerplate(f));
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    for i in (1..files.len()).rev() {
+        files.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let mut seen: HashSet<u64> = HashSet::new();
     let mut out = Vec::new();
-    for f in files {
+    for (f, name) in files {
         let Ok(text) = std::fs::read_to_string(&f) else {
             continue; // binary or unreadable
         };
+        let mut kept = 0;
         for para in text.split("\n\n") {
             let p = para.trim();
-            if (300..=1500).contains(&p.len()) && p.chars().all(|c| c == '\n' || !c.is_control()) {
-                out.push(p.to_string());
+            if !(300..=1500).contains(&p.len()) || !p.chars().all(|c| c == '\n' || !c.is_control())
+            {
+                continue;
+            }
+            let sh: Vec<u64> = shingles(p).iter().map(|s| hash64(s)).collect();
+            let old = sh.iter().filter(|h| seen.contains(h)).count();
+            seen.extend(&sh);
+            if sh.is_empty() || 2 * old >= sh.len() {
+                continue; // most of it seen before
+            }
+            out.push(Passage {
+                text: p.to_string(),
+                file: name.clone(),
+            });
+            kept += 1;
+            if kept == PER_FILE {
+                break;
             }
         }
         if out.len() > 50_000 {
@@ -231,6 +328,11 @@ fn passages(sources: &[PathBuf]) -> Vec<String> {
         }
     }
     out
+}
+
+fn hash64(s: &str) -> u64 {
+    let h = sha2::Sha256::digest(s.as_bytes());
+    u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))
 }
 
 fn walk(p: &Path, out: &mut Vec<PathBuf>, depth: usize) {
@@ -251,8 +353,8 @@ fn shingles(s: &str) -> Vec<String> {
     w.windows(8).map(|x| x.join(" ")).collect()
 }
 
-/// `count` distinct prompts.
-pub fn generate(o: &CorpusOptions) -> Result<Vec<String>, String> {
+/// `count` distinct training prompts and `heldout` held-out ones.
+pub fn generate(o: &CorpusOptions) -> Result<Corpus, String> {
     let mut banned = HashSet::new();
     for f in &o.exclude {
         for p in super::collect::load_prompt_texts(f)? {
@@ -260,33 +362,56 @@ pub fn generate(o: &CorpusOptions) -> Result<Vec<String>, String> {
             banned.extend(shingles(&p));
         }
     }
-    let passages = passages(&o.sources);
+    let passages = passages(&o.sources, o.seed);
     let mut rng = Rng::new(o.seed);
     let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(o.count);
+    let mut c = Corpus {
+        train: Vec::with_capacity(o.count),
+        heldout: Vec::with_capacity(o.heldout),
+    };
     let mut tries = 0usize;
-    while out.len() < o.count {
+    while c.train.len() < o.count || c.heldout.len() < o.heldout {
         tries += 1;
-        if tries > o.count * 50 + 1000 {
+        if tries > (o.count + o.heldout) * 50 + 1000 {
             return Err(format!(
-                "only {} distinct prompts could be made; add --from sources or ask for fewer",
-                out.len()
+                "only {} + {} held-out distinct prompts could be made; add --from sources or ask for fewer",
+                c.train.len(),
+                c.heldout.len()
             ));
         }
         let kind = rng.next_u64() % if passages.is_empty() { 5 } else { 8 };
-        let p = match kind {
-            0 => fill(pick(&mut rng, CHAT), &mut rng),
-            1 => fill(pick(&mut rng, QA), &mut rng),
-            2 => fill(pick(&mut rng, CODE_ASKS), &mut rng),
-            3 => fill(pick(&mut rng, MATH), &mut rng),
-            4 => format!(
-                "Translate into {}: {}",
-                pick(&mut rng, TRANSLATE_TO),
-                fill(pick(&mut rng, SENTENCES), &mut rng)
-            ),
+        let (p, group) = match kind {
+            0 => {
+                let (t, g) = pick_template(&mut rng, "chat", CHAT);
+                (fill(t, &mut rng), g)
+            }
+            1 => {
+                let (t, g) = pick_template(&mut rng, "qa", QA);
+                (fill(t, &mut rng), g)
+            }
+            2 => {
+                let (t, g) = pick_template(&mut rng, "code", CODE_ASKS);
+                (fill(t, &mut rng), g)
+            }
+            3 => {
+                let (t, g) = pick_template(&mut rng, "math", MATH);
+                (fill(t, &mut rng), g)
+            }
+            4 => {
+                let (t, g) = pick_template(&mut rng, "translate", SENTENCES);
+                (
+                    format!(
+                        "Translate into {}: {}",
+                        pick(&mut rng, TRANSLATE_TO),
+                        fill(t, &mut rng)
+                    ),
+                    g,
+                )
+            }
             k => {
-                let passage = &passages[(rng.next_u64() % passages.len() as u64) as usize];
-                match k {
+                let ps = &passages[(rng.next_u64() % passages.len() as u64) as usize];
+                let passage = &ps.text;
+                let p = match k {
                     5 => format!("Summarize the following text in a few sentences.\n\n{passage}"),
                     6 => format!(
                         "Answer using only the context below.\n\nContext:\n{passage}\n\nQuestion: What is the main purpose of what is described here?"
@@ -294,18 +419,26 @@ pub fn generate(o: &CorpusOptions) -> Result<Vec<String>, String> {
                     _ => format!(
                         "Explain what the following text or code does, step by step.\n\n{passage}"
                     ),
-                }
+                };
+                (p, format!("file:{}", ps.file))
             }
         };
-        if banned.contains(&p.trim().to_lowercase())
+        let side = if held_out(&group) {
+            &mut c.heldout
+        } else {
+            &mut c.train
+        };
+        let want = if held_out(&group) { o.heldout } else { o.count };
+        if side.len() >= want
+            || banned.contains(&p.trim().to_lowercase())
             || shingles(&p).iter().any(|s| banned.contains(s))
             || !seen.insert(p.clone())
         {
             continue;
         }
-        out.push(p);
+        side.push(p);
     }
-    Ok(out)
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -315,7 +448,12 @@ mod tests {
     #[test]
     fn corpus_is_deterministic_distinct_and_keeps_excluded_prompts_out() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("doc.txt");
+        // A source file in a training group (the split is a fixed hash of the name).
+        let name = (0..)
+            .map(|i| format!("doc{i}.txt"))
+            .find(|n| !held_out(&format!("file:{n}")))
+            .unwrap();
+        let src = dir.path().join(name);
         let para = "word ".repeat(80);
         std::fs::write(&src, format!("{para}\n\nshort\n\n{}", "other ".repeat(90))).unwrap();
         let ex = dir.path().join("bench.jsonl");
@@ -330,11 +468,14 @@ mod tests {
             seed: 7,
             sources: vec![dir.path().to_path_buf()],
             exclude: vec![ex],
+            heldout: 40,
         };
-        let a = generate(&o).unwrap();
-        assert_eq!(a, generate(&o).unwrap());
-        assert_eq!(a.len(), 2000);
+        let c = generate(&o).unwrap();
+        assert_eq!(c, generate(&o).unwrap());
+        let a = &c.train;
+        assert_eq!((a.len(), c.heldout.len()), (2000, 40));
         assert_eq!(a.iter().collect::<HashSet<_>>().len(), 2000);
+        assert!(!c.heldout.iter().any(|p| a.contains(p)));
         assert!(
             !a.iter()
                 .any(|p| p.contains("surprising facts about photosynthesis"))

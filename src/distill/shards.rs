@@ -4,7 +4,10 @@
 //! `DIR/meta.json` — what was collected (target, layers, widths); a resumed run must match.
 //! `DIR/shard-NNNNN.bin` — records back to back, little-endian:
 //! `b"TDR1"`, u32 prompt index, u32 prompt length, u32 token count `n`, u32 feature rows
-//! `r` (= n − 1: the last token is never decoded), i32 × n tokens, f16 × r × n_features.
+//! `r` (= n − 1: the last token's successor is unknown), i32 × n tokens, f16 × r ×
+//! n_features, then (when `meta.top_k` = k > 0) the target's soft labels: i32 × r × k
+//! token ids and f16 × r × k probabilities (row i: the target's top k for the token after
+//! position i, most likely first).
 //! `DIR/index.jsonl` — one line per complete record, appended only after the record's
 //! bytes are flushed; on resume, shard bytes beyond the last indexed record are cut off.
 
@@ -75,6 +78,10 @@ pub struct DistillMeta {
     pub n_features: usize,
     /// Tokens generated per prompt.
     pub max_new: usize,
+    /// Soft labels stored per position: the target's top `top_k` next-token probabilities
+    /// (0: none, data from before soft labels).
+    #[serde(default)]
+    pub top_k: usize,
 }
 
 /// Largest finite f16. Features are stored saturated to it: Gemma 3's attention-sink
@@ -102,6 +109,11 @@ pub struct Record {
     pub tokens: Vec<Token>,
     /// `(tokens.len() − 1) × n_features`, rounded to f16 (saturated at ±65,504).
     pub features: Vec<f32>,
+    /// `(tokens.len() − 1) × top_k` token ids: the target's most likely next tokens after
+    /// each position, most likely first (empty when the data has no soft labels).
+    pub top_ids: Vec<Token>,
+    /// Their probabilities (full-vocabulary softmax), rounded to f16.
+    pub top_p: Vec<f32>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -210,6 +222,9 @@ impl Shards {
         let nf = self.meta.n_features;
         let rows = r.tokens.len().saturating_sub(1);
         assert_eq!(r.features.len(), rows * nf, "feature rows");
+        let k = self.meta.top_k;
+        assert_eq!(r.top_ids.len(), rows * k, "soft-label rows");
+        assert_eq!(r.top_p.len(), rows * k, "soft-label rows");
         if self.shard.is_none() || self.shard_len >= SHARD_BYTES {
             if self.shard.is_some() {
                 self.shard_no += 1;
@@ -224,7 +239,9 @@ impl Shards {
             self.shard = Some(f);
             self.shard_len = 0;
         }
-        let mut buf = Vec::with_capacity(20 + 4 * r.tokens.len() + 2 * r.features.len());
+        let mut buf = Vec::with_capacity(
+            20 + 4 * r.tokens.len() + 2 * r.features.len() + 6 * r.top_ids.len(),
+        );
         buf.extend_from_slice(MAGIC);
         for v in [r.prompt_index, r.n_prompt, r.tokens.len(), rows] {
             buf.extend_from_slice(&(v as u32).to_le_bytes());
@@ -234,6 +251,12 @@ impl Shards {
         }
         for &x in &r.features {
             buf.extend_from_slice(&f32_to_f16(x.clamp(-F16_MAX, F16_MAX)).to_le_bytes());
+        }
+        for &t in &r.top_ids {
+            buf.extend_from_slice(&t.to_le_bytes());
+        }
+        for &x in &r.top_p {
+            buf.extend_from_slice(&f32_to_f16(x.clamp(0.0, 1.0)).to_le_bytes());
         }
         let name = shard_name(self.shard_no);
         let p = self.dir.join(&name);
@@ -303,8 +326,8 @@ impl Shards {
         let u =
             |k: usize| u32::from_le_bytes(buf[4 + 4 * k..8 + 4 * k].try_into().unwrap()) as usize;
         let (prompt_index, n_prompt, n, rows) = (u(0), u(1), u(2), u(3));
-        let nf = self.meta.n_features;
-        if 20 + 4 * n + 2 * rows * nf != buf.len() || n != l.n_total {
+        let (nf, k) = (self.meta.n_features, self.meta.top_k);
+        if 20 + 4 * n + 2 * rows * nf + 6 * rows * k != buf.len() || n != l.n_total {
             return Err(corrupt(format!(
                 "record at offset {} has the wrong size",
                 l.offset
@@ -314,15 +337,24 @@ impl Shards {
             .chunks_exact(4)
             .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
             .collect();
-        let features = buf[20 + 4 * n..]
-            .chunks_exact(2)
-            .map(|b| saturate(f16_to_f32(u16::from_le_bytes([b[0], b[1]]))))
+        let f0 = 20 + 4 * n;
+        let (l0, p0) = (f0 + 2 * rows * nf, f0 + 2 * rows * nf + 4 * rows * k);
+        let f16s = |b: &[u8]| -> Vec<f32> {
+            b.chunks_exact(2)
+                .map(|b| saturate(f16_to_f32(u16::from_le_bytes([b[0], b[1]]))))
+                .collect()
+        };
+        let top_ids = buf[l0..p0]
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
             .collect();
         Ok(Record {
             prompt_index,
             n_prompt,
             tokens,
-            features,
+            features: f16s(&buf[f0..l0]),
+            top_ids,
+            top_p: f16s(&buf[p0..]),
         })
     }
 }
@@ -380,6 +412,7 @@ mod tests {
             target_layers: vec![1, 2],
             n_features: 8,
             max_new: 4,
+            top_k: 2,
         }
     }
 
@@ -389,6 +422,8 @@ mod tests {
             n_prompt: 2,
             tokens: (0..n as i32).collect(),
             features: (0..(n - 1) * 8).map(|v| v as f32 * 0.5).collect(),
+            top_ids: (0..(n - 1) * 2).map(|v| v as i32 + 7).collect(),
+            top_p: (0..(n - 1) * 2).map(|v| 0.5 / (1 + v % 2) as f32).collect(),
         }
     }
 

@@ -55,6 +55,18 @@ impl DraftVocab {
     }
 }
 
+/// What a block position learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Labels {
+    /// The target's top-k next-token distribution (renormalised over the draft
+    /// vocabulary); records without soft labels fall back to `Hard`.
+    Soft,
+    /// One token: the target's most likely next token where the data has soft labels,
+    /// else the recorded next token (the target's own greedy continuation).
+    Hard,
+}
+
 /// How blocks are cut from a sequence.
 #[derive(Debug, Clone)]
 pub struct BlockOptions {
@@ -66,13 +78,54 @@ pub struct BlockOptions {
     pub gamma: f32,
     /// Anchors lie below this position (bounds the attention context).
     pub max_context: usize,
+    /// What the block positions learn.
+    pub labels: Labels,
+    /// Anchor blocks inside the prompt too (teacher forcing over the prompt's text; needs
+    /// soft labels: the target's own predictions there).
+    pub prompt_anchors: bool,
 }
 
-/// Anchors of a record: positions whose block predicts at least one generated token.
+/// Anchors of a record: positions whose block predicts at least one token the target
+/// has labelled — every position from 1 where the record has soft labels and prompt
+/// anchors are on, else those predicting generated tokens.
 pub fn anchor_range(rec: &Record, o: &BlockOptions) -> std::ops::Range<usize> {
-    let lo = rec.n_prompt.saturating_sub(1).max(1);
+    let lo = if o.prompt_anchors && !rec.top_ids.is_empty() {
+        1
+    } else {
+        rec.n_prompt.saturating_sub(1).max(1)
+    };
     let hi = (rec.tokens.len() - 1).min(o.max_context);
     lo..hi.max(lo)
+}
+
+/// The label of row `r` (the token after position `r`) as (draft row, probability)
+/// pairs, probabilities summing to 1 over the draft vocabulary; empty when the target's
+/// choice lies outside it.
+fn label(rec: &Record, r: usize, vocab: &DraftVocab, labels: Labels, out: &mut Vec<(u32, f32)>) {
+    out.clear();
+    let k = rec.top_ids.len() / (rec.tokens.len() - 1).max(1);
+    if k == 0 {
+        let d = vocab.t2d[rec.tokens[r + 1] as usize];
+        if d >= 0 {
+            out.push((d as u32, 1.0));
+        }
+        return;
+    }
+    let (ids, ps) = (
+        &rec.top_ids[r * k..(r + 1) * k],
+        &rec.top_p[r * k..(r + 1) * k],
+    );
+    let take = if labels == Labels::Hard { 1 } else { k };
+    for (&t, &p) in ids.iter().zip(ps).take(take) {
+        let d = vocab.t2d[t as usize];
+        if d >= 0 && p > 0.0 {
+            out.push((d as u32, if take == 1 { 1.0 } else { p }));
+        }
+    }
+    let z: f32 = out.iter().map(|x| x.1).sum();
+    for x in out.iter_mut() {
+        x.1 /= z;
+    }
 }
 
 /// A batch of blocks from `rec` at `anchors` (sorted). `mask_embd` is the mask token's
@@ -94,8 +147,9 @@ pub fn make_batch(
     let mut block_embd = Vec::with_capacity(n * d);
     let mut block_pos = Vec::with_capacity(n);
     let mut mask = vec![-1e9f32; n * (c + n)];
-    let (mut rows, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut row_weights, mut lab) = (Vec::new(), Vec::new(), Vec::new());
     let mut truth = Vec::new();
+    let mut one = Vec::new();
     for (b, &a) in anchors.iter().enumerate() {
         block_embd.extend(embd.rows(&[rec.tokens[a]]));
         for i in 0..bs {
@@ -107,32 +161,41 @@ pub fn make_batch(
             let m = &mut mask[r * (c + n)..(r + 1) * (c + n)];
             m[..a].fill(0.0);
             m[c + b * bs..c + (b + 1) * bs].fill(0.0);
-            // Every masked row with a token to predict; tokens outside the draft
-            // vocabulary carry no loss but count as misses.
-            if i > 0
-                && let Some(&t) = rec.tokens.get(a + i)
-            {
-                let d = vocab.t2d[t as usize];
+            // Every masked row with a token to predict; a row whose label lies outside
+            // the draft vocabulary carries no loss but counts as a miss.
+            if i > 0 && a + i < rec.tokens.len() {
+                label(rec, a + i - 1, vocab, o.labels, &mut one);
                 rows.push(r as u32);
-                truth.push(d);
-                targets.push(d.max(0) as u32);
-                weights.push(if d >= 0 {
-                    (-((i - 1) as f32) / o.gamma).exp()
-                } else {
+                truth.push(vocab.t2d[rec.tokens[a + i] as usize]);
+                row_weights.push(if one.is_empty() {
                     0.0
+                } else {
+                    (-((i - 1) as f32) / o.gamma).exp()
                 });
+                lab.push(one.clone());
             }
         }
     }
     let m = rows.len();
+    // Label columns: as many as the widest row, short rows padded with weight 0.
+    let kk = lab.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let (mut targets, mut weights) = (vec![0u32; m * kk], vec![0f32; m * kk]);
+    for (j, (l, &w)) in lab.iter().zip(&row_weights).enumerate() {
+        for (c, &(d, p)) in l.iter().enumerate() {
+            targets[j * kk + c] = d;
+            weights[j * kk + c] = w * p;
+        }
+    }
+    let weight_sum = row_weights.iter().sum::<f32>();
     Ok(Batch {
         features: Tensor::from_slice(&rec.features[..c * nf], (c, nf), &dev)?,
         block_embd: Tensor::from_vec(block_embd, (n, d), &dev)?,
         block_pos,
         mask: Tensor::from_vec(mask, (n, c + n), &dev)?,
         rows: Tensor::from_vec(rows, m, &dev)?,
-        targets: Tensor::from_vec(targets, m, &dev)?,
-        weights: Tensor::from_vec(weights, m, &dev)?,
+        targets: Tensor::from_vec(targets, (m, kk), &dev)?,
+        weights: Tensor::from_vec(weights, (m, kk), &dev)?,
+        weight_sum,
         truth,
     })
 }

@@ -2,19 +2,22 @@
 //! Rust on candle (CPU, f32), and exporting it as a `dflash` GGUF that Tandem and
 //! llama.cpp both load.
 //!
-//! Objective: blocks anchored at random positions of the target's own continuations;
-//! every block is `[t(a), <mask> × (B − 1)]` and learns `t(a+1..a+B)` with a cross-entropy
-//! weighted `exp(−(i − 1)/γ)` toward early positions (those decide acceptance). The head
-//! covers a reduced draft vocabulary (`d2t`: the target's most frequent output tokens),
-//! initialised from the target's own output rows. Deterministic for a seed: every step
-//! draws its sequence and anchors from a generator seeded by (seed, step), so a resumed
-//! run continues exactly where it stopped.
+//! Objective: blocks anchored at random positions of the collected sequences (prompts
+//! read by the target and its own continuations); every block is `[t(a), <mask> × (B − 1)]`
+//! and learns, at position `i`, the target's next-token distribution after `a + i − 1`
+//! (soft labels: its top-k; or its top token), with a cross-entropy weighted
+//! `exp(−(i − 1)/γ)` toward early positions (those decide acceptance). The head covers a
+//! reduced draft vocabulary (`d2t`: the target's most frequent output tokens) and is the
+//! target's own output rows, frozen by default (DFlash trains only the draft layers).
+//! Deterministic for a seed: every step draws its sequence and anchors from a generator
+//! seeded by (seed, step), so a resumed run continues exactly where it stopped.
 
 pub mod checkpoint;
 pub mod data;
 pub mod export;
 pub mod net;
 pub mod optim;
+pub mod validate;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,7 +28,7 @@ use crate::draft::diffusion::format::DflashShape;
 use crate::gguf::{GgmlType, Gguf, GgufError};
 use crate::sampling::Rng;
 pub use checkpoint::TrainState;
-pub use data::{BlockOptions, DraftVocab};
+pub use data::{BlockOptions, DraftVocab, Labels};
 use net::Net;
 use optim::AdamW;
 
@@ -88,6 +91,15 @@ pub struct TrainOptions {
     pub val_every: usize,
     /// Number of held-out sequences scored per validation.
     pub val_records: usize,
+    /// What block positions learn (soft: the target's top-k).
+    pub labels: Labels,
+    /// Anchor blocks inside prompts too (teacher forcing over their text; soft-label data).
+    pub prompt_anchors: bool,
+    /// Train the head too instead of keeping the target's rows.
+    pub train_head: bool,
+    /// A held-out data directory (prompts sharing no template or source with training);
+    /// without one, every `val_every`-th record is held out.
+    pub val_data: Option<PathBuf>,
 }
 
 impl Default for TrainOptions {
@@ -107,6 +119,10 @@ impl Default for TrainOptions {
             checkpoint_every: 500,
             val_every: 50,
             val_records: 24,
+            labels: Labels::Soft,
+            prompt_anchors: true,
+            train_head: false,
+            val_data: None,
         }
     }
 }
@@ -124,6 +140,16 @@ pub struct ValStats {
     pub prefix_acc: Vec<f64>,
     /// Mean loss over the held-out batches.
     pub loss: f64,
+    /// Rounds walked over the held-out continuations as run time walks them
+    /// (`validate::Walk`).
+    #[serde(default)]
+    pub rounds: usize,
+    /// Tokens per verification round over those rounds (run time's tokens per step).
+    #[serde(default)]
+    pub round_tokens_per_step: f64,
+    /// Share of those rounds whose first draft token was accepted.
+    #[serde(default)]
+    pub round_first_acceptance: f64,
 }
 
 /// What the progress callback sees.
@@ -169,6 +195,8 @@ struct Ctx {
     block: BlockOptions,
     train_ids: Vec<usize>,
     val_ids: Vec<usize>,
+    /// The held-out directory, when one was given (`val_ids` index it, else `shards`).
+    val_shards: Option<Shards>,
     /// Per-feature divisor of the network's inputs (empty: none).
     scale: Vec<f32>,
 }
@@ -177,6 +205,13 @@ impl Ctx {
     /// Record `i` with its features divided by the feature scale.
     fn read(&self, i: usize) -> Result<Record, TrainError> {
         let mut r = self.shards.read(i)?;
+        divide_columns(&mut r.features, &self.scale);
+        Ok(r)
+    }
+
+    /// Held-out record `i`, scaled like the training records.
+    fn read_val(&self, i: usize) -> Result<Record, TrainError> {
+        let mut r = self.val_shards.as_ref().unwrap_or(&self.shards).read(i)?;
         divide_columns(&mut r.features, &self.scale);
         Ok(r)
     }
@@ -280,8 +315,29 @@ pub fn train(
     }
     let n = shards.len();
     let val_every = o.val_every.max(2);
-    let (val_ids, train_ids): (Vec<usize>, Vec<usize>) =
-        (0..n).partition(|i| i % val_every == val_every - 1);
+    let val_shards = match &o.val_data {
+        Some(d) => {
+            let v = Shards::open_existing(d)?;
+            if v.meta.target_layers != shards.meta.target_layers
+                || v.meta.model != shards.meta.model
+            {
+                return Err(TrainError::Data(format!(
+                    "{}: held-out data from {} (layers {:?}) does not match {} (layers {:?})",
+                    d.display(),
+                    v.meta.model,
+                    v.meta.target_layers,
+                    shards.meta.model,
+                    shards.meta.target_layers
+                )));
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    let (val_ids, train_ids): (Vec<usize>, Vec<usize>) = match &val_shards {
+        Some(v) => ((0..v.len()).collect(), (0..n).collect()),
+        None => (0..n).partition(|i| i % val_every == val_every - 1),
+    };
     if train_ids.is_empty() {
         return Err(TrainError::Data(format!(
             "{}: no collected sequences",
@@ -295,19 +351,23 @@ pub fn train(
     let embd = Embeddings::of_target(&tg)?;
 
     // Resume, or start: vocabulary from the target's output frequencies, head from its rows.
-    let (net, mut opt, mut state) = match checkpoint::load(out, &shape)? {
+    let (mut net, mut opt, mut state) = match checkpoint::load(out, &shape)? {
         Some(x) => x,
         None => {
             let mut counts = vec![0u64; shape.n_vocab];
             for &i in &train_ids {
                 let (np, toks) = shards.read_tokens(i)?;
-                for &t in &toks[np.min(toks.len())..] {
+                // The tokens the blocks learn: the continuation's, and the prompt's when
+                // blocks are anchored there too.
+                let from = if o.prompt_anchors { 1 } else { np };
+                for &t in &toks[from.min(toks.len())..] {
                     counts[t as usize] += 1;
                 }
             }
             let vocab = DraftVocab::most_frequent(&counts, o.draft_vocab);
             let head = output_rows(&tg, &vocab.d2t)?;
-            let net = Net::new(shape.clone(), head, o.seed)?;
+            let mut net = Net::new(shape.clone(), head, o.seed)?;
+            net.train_head = o.train_head;
             let opt = AdamW::new(&net)?;
             let coverage = vocab.coverage(&counts);
             let feature_scale = feature_scale(&shards, &train_ids)?;
@@ -325,6 +385,7 @@ pub fn train(
             )
         }
     };
+    net.train_head = o.train_head;
     let vocab = DraftVocab::from_d2t(state.d2t.clone(), shape.n_vocab);
     let mask_embd = embd.rows(&[shape.mask_token as i32]);
     let block = BlockOptions {
@@ -332,6 +393,8 @@ pub fn train(
         anchors: o.anchors,
         gamma: o.gamma,
         max_context: o.max_context,
+        labels: o.labels,
+        prompt_anchors: o.prompt_anchors,
     };
     let ctx = Ctx {
         shards,
@@ -341,6 +404,7 @@ pub fn train(
         block,
         train_ids,
         val_ids,
+        val_shards,
         scale: state.feature_scale.clone(),
     };
     let drafter = out.join("drafter.gguf");
@@ -387,7 +451,7 @@ pub fn train(
         let done = state.step == o.steps;
         let mut val = None;
         if done || state.step % o.checkpoint_every.max(1) == 0 {
-            let v = validate(&net, &ctx, o, state.step)?;
+            let v = validate::validate(&net, &ctx, o, state.step)?;
             state.history.push(v.clone());
             state.seconds = seconds_before + run0.elapsed().as_secs_f64();
             checkpoint::save(out, &net, &opt, &state)?;
@@ -425,60 +489,4 @@ fn output_rows(tg: &Gguf, ids: &[i32]) -> Result<Vec<f32>, TrainError> {
         Embeddings::of_target(tg)?
     };
     Ok(e.rows(ids))
-}
-
-/// Greedy block accuracy on held-out sequences: anchors every few positions, full blocks
-/// only; a block accepts its longest correct prefix.
-fn validate(net: &Net, ctx: &Ctx, o: &TrainOptions, step: usize) -> Result<ValStats, TrainError> {
-    let bs = o.block_size;
-    let mut accepted = vec![0usize; bs];
-    let (mut blocks, mut loss_sum, mut loss_n) = (0usize, 0.0f64, 0usize);
-    for &id in ctx.val_ids.iter().take(o.val_records) {
-        let rec = ctx.read(id)?;
-        let r = data::anchor_range(&rec, &ctx.block);
-        let full: Vec<usize> = r
-            .filter(|&a| a + bs - 1 < rec.tokens.len())
-            .step_by(3)
-            .collect();
-        for chunk in full.chunks(o.anchors.max(1)) {
-            let b = data::make_batch(
-                &rec,
-                chunk,
-                &ctx.embd,
-                &ctx.mask_embd,
-                &ctx.vocab,
-                &ctx.block,
-            )?;
-            let (loss, logits) = net.loss(&b)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64;
-            loss_n += 1;
-            let pred: Vec<u32> = logits.argmax(candle_core::D::Minus1)?.to_vec1()?;
-            let good: Vec<bool> = pred
-                .iter()
-                .zip(&b.truth)
-                .map(|(&p, &t)| t >= 0 && p as i32 == t)
-                .collect();
-            for blk in good.chunks(bs - 1) {
-                blocks += 1;
-                let k = blk.iter().take_while(|&&g| g).count();
-                accepted[k] += 1;
-            }
-        }
-    }
-    let mut prefix_acc = vec![0.0; bs - 1];
-    let mut tps = 1.0;
-    if blocks > 0 {
-        for (i, pa) in prefix_acc.iter_mut().enumerate() {
-            let at_least: usize = accepted[i + 1..].iter().sum();
-            *pa = at_least as f64 / blocks as f64;
-            tps += *pa;
-        }
-    }
-    Ok(ValStats {
-        step,
-        blocks,
-        tokens_per_step: tps,
-        prefix_acc,
-        loss: loss_sum / loss_n.max(1) as f64,
-    })
 }

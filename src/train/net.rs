@@ -20,6 +20,9 @@ pub struct Net {
     pub shape: DflashShape,
     /// Rows of the drafter's head (the draft vocabulary size).
     pub n_draft_vocab: usize,
+    /// Whether the head (`output.weight`) is trained; frozen (the default), it stays the
+    /// target's own output rows, as DFlash keeps it.
+    pub train_head: bool,
     /// Trainable parameters with their GGUF tensor names, in a fixed order.
     pub params: Vec<(String, Var)>,
     by_name: HashMap<String, usize>,
@@ -38,10 +41,13 @@ pub struct Batch {
     /// Rows (into the `A·B` block rows) that carry a loss, their draft-vocabulary targets
     /// and weights.
     pub rows: Tensor,
-    /// Draft-vocabulary target of each loss row.
+    /// `[rows, K]`: draft-vocabulary targets of each loss row (K = 1: a hard label; more:
+    /// the target's top-k).
     pub targets: Tensor,
-    /// Loss weight of each loss row.
+    /// `[rows, K]`: each target's weight: the row's position weight × its probability.
     pub weights: Tensor,
+    /// Sum of the rows' position weights (the loss is divided by it).
+    pub weight_sum: f32,
     /// Draft-vocabulary index of each row's true token, −1 outside the vocabulary.
     pub truth: Vec<i32>,
 }
@@ -152,6 +158,7 @@ impl Net {
         Self {
             shape,
             n_draft_vocab,
+            train_head: false,
             params,
             by_name,
         }
@@ -231,18 +238,26 @@ impl Net {
     /// Draft-vocabulary logits of the loss rows: `[rows, n_draft_vocab]`.
     pub fn logits(&self, b: &Batch) -> Result<Tensor> {
         let h = self.hidden(b)?.index_select(&b.rows, 0)?;
-        linear(&h, self.p("output.weight"))
+        let head = self.p("output.weight");
+        if self.train_head {
+            linear(&h, head)
+        } else {
+            // No gradient reaches a detached head: the optimizer leaves it as it is.
+            linear(&h, &head.detach())
+        }
     }
 
-    /// Weighted cross-entropy over the loss rows, and the logits it came from.
+    /// Weighted cross-entropy of the loss rows against their labels (soft labels: the
+    /// cross-entropy to the target's top-k, i.e. the KL divergence up to a constant), and
+    /// the logits it came from.
     pub fn loss(&self, b: &Batch) -> Result<(Tensor, Tensor)> {
         let logits = self.logits(b)?;
         let max = logits.max_keepdim(D::Minus1)?.detach();
         let z = logits.broadcast_sub(&max)?;
         let lse = z.exp()?.sum_keepdim(D::Minus1)?.log()?;
         let logp = z.broadcast_sub(&lse)?;
-        let picked = logp.gather(&b.targets.unsqueeze(1)?, 1)?.squeeze(1)?;
-        let wsum = b.weights.sum_all()?.to_scalar::<f32>()?.max(1e-6);
+        let picked = logp.gather(&b.targets, 1)?;
+        let wsum = b.weight_sum.max(1e-6);
         let loss = ((picked * &b.weights)?.sum_all()?.neg()? / wsum as f64)?;
         Ok((loss, logits))
     }
@@ -253,7 +268,7 @@ mod tests {
     use super::*;
     use crate::distill::Record;
     use crate::draft::diffusion::Embeddings;
-    use crate::train::data::{BlockOptions, DraftVocab, make_batch};
+    use crate::train::data::{BlockOptions, DraftVocab, Labels, make_batch};
 
     fn tiny() -> (Net, Embeddings, DraftVocab, BlockOptions) {
         let shape = DflashShape {
@@ -282,6 +297,8 @@ mod tests {
             anchors: 2,
             gamma: 2.0,
             max_context: 64,
+            labels: Labels::Hard,
+            prompt_anchors: true,
         };
         (net, embd, vocab, block)
     }
@@ -296,6 +313,8 @@ mod tests {
                 .map(|_| rng.uniform() as f32 - 0.5)
                 .collect(),
             tokens,
+            top_ids: Vec::new(),
+            top_p: Vec::new(),
         }
     }
 
@@ -320,9 +339,10 @@ mod tests {
         // no loss, counted as a miss); block 1 predicts 1, 2 and runs off the end.
         assert_eq!(b.rows.to_vec1::<u32>().unwrap(), vec![1, 2, 3, 5, 6]);
         assert_eq!(b.truth, vec![3, -1, 5, 0, 1]);
-        let w: Vec<f32> = b.weights.to_vec1().unwrap();
+        let w: Vec<Vec<f32>> = b.weights.to_vec2().unwrap();
         let e = |i: f32| (-i / 2.0).exp();
-        assert_eq!(w, vec![e(0.0), 0.0, e(2.0), e(0.0), e(1.0)]);
+        assert_eq!(w, vec![[e(0.0)], [0.0], [e(2.0)], [e(0.0)], [e(1.0)]]);
+        assert_eq!(b.weight_sum, e(0.0) + e(2.0) + e(0.0) + e(1.0));
         // The block input: anchor token, then the mask embedding.
         let x: Vec<Vec<f32>> = b.block_embd.to_vec2().unwrap();
         assert_eq!(x[0], embd.rows(&[3]));
@@ -338,10 +358,11 @@ mod tests {
         let b = make_batch(&rec, &[3, 8], &embd, &mask_embd, &vocab, &o).unwrap();
         let (loss, logits) = net.loss(&b).unwrap();
         let logits: Vec<Vec<f32>> = logits.to_vec2().unwrap();
-        let w: Vec<f32> = b.weights.to_vec1().unwrap();
-        let t: Vec<u32> = b.targets.to_vec1().unwrap();
+        let w: Vec<Vec<f32>> = b.weights.to_vec2().unwrap();
+        let t: Vec<Vec<u32>> = b.targets.to_vec2().unwrap();
         let (mut num, mut den) = (0.0f64, 0.0f64);
-        for ((row, &wi), &ti) in logits.iter().zip(&w).zip(&t) {
+        for ((row, wi), ti) in logits.iter().zip(&w).zip(&t) {
+            let (wi, ti) = (wi[0], ti[0]);
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
             let lse = row
                 .iter()
@@ -354,6 +375,48 @@ mod tests {
         }
         let l = loss.to_scalar::<f32>().unwrap() as f64;
         assert!((l - num / den).abs() < 1e-5, "{l} vs {}", num / den);
+    }
+
+    /// Soft labels: each row's loss is the cross-entropy to the target's top-k
+    /// distribution, renormalised over the draft vocabulary (tokens outside it dropped).
+    #[test]
+    fn soft_labels_give_the_cross_entropy_to_the_targets_top_k() {
+        let (net, embd, vocab, mut o) = tiny();
+        o.labels = Labels::Soft;
+        let mut rec = record(5);
+        let rows = rec.tokens.len() - 1;
+        // Top 3 after every position: token r % 8 + 1 (in the vocabulary), 9 (outside),
+        // 2 — probabilities 0.5, 0.3, 0.1.
+        for r in 0..rows {
+            rec.top_ids.extend([(r % 8 + 1) as i32, 9, 2]);
+            rec.top_p.extend([0.5, 0.3, 0.1]);
+        }
+        let mask_embd = embd.rows(&[11]);
+        let b = make_batch(&rec, &[3, 8], &embd, &mask_embd, &vocab, &o).unwrap();
+        let (loss, logits) = net.loss(&b).unwrap();
+        let logits: Vec<Vec<f32>> = logits.to_vec2().unwrap();
+        let row_ids: Vec<u32> = b.rows.to_vec1().unwrap();
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for (row, &r) in logits.iter().zip(&row_ids) {
+            // Block row r = b·4 + i predicts the token after position anchor + i − 1.
+            let (anchor, i) = ([3usize, 8][r as usize / 4], r as usize % 4);
+            let pos = anchor + i - 1;
+            let w = (-((i - 1) as f64) / 2.0).exp();
+            let lse = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+            let first = vocab.t2d[pos % 8 + 1] as usize;
+            let second = vocab.t2d[2] as usize;
+            let ce = if first == second {
+                lse - row[first] as f64
+            } else {
+                (0.5 * (lse - row[first] as f64) + 0.1 * (lse - row[second] as f64)) / 0.6
+            };
+            num += w * ce;
+            den += w;
+        }
+        let l = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!((l - num / den).abs() < 1e-4, "{l} vs {}", num / den);
+        // Prompt positions are anchors too with soft labels.
+        assert_eq!(crate::train::data::anchor_range(&rec, &o).start, 1);
     }
 
     /// A block sees only the context before its anchor and its own rows: changing later

@@ -39,7 +39,7 @@ pub struct DflashShape {
 
 impl DflashShape {
     /// Attention and feed-forward sizes as the target's own, `n_layer` layers, conditioned
-    /// on `target_layers` (empty = the default three).
+    /// on `target_layers` (empty = `default_target_layers`).
     pub fn for_target(
         t: &Gguf,
         n_layer: usize,
