@@ -33,6 +33,7 @@ pub struct EngineBuilder {
     n_ctx: u32,
     exact: bool,
     max_queue: usize,
+    prompt_cache: bool,
 }
 
 impl EngineBuilder {
@@ -49,6 +50,7 @@ impl EngineBuilder {
             n_ctx: 4096,
             exact: false,
             max_queue: 16,
+            prompt_cache: true,
         }
     }
 
@@ -114,6 +116,13 @@ impl EngineBuilder {
     /// (default 16).
     pub fn max_queue(mut self, n: usize) -> Self {
         self.max_queue = n;
+        self
+    }
+
+    /// Keep the KV cache after each generation and let the next request reuse its longest
+    /// common prompt prefix (default on; `Request::cache_prompt` opts a request out).
+    pub fn prompt_cache(mut self, on: bool) -> Self {
+        self.prompt_cache = on;
         self
     }
 
@@ -243,6 +252,7 @@ impl EngineBuilder {
             n_ctx: session.ctx.n_ctx(),
             sampling: self.sampling,
             max_queue: self.max_queue,
+            prompt_cache: self.prompt_cache,
         };
         let model = session.model.clone();
         let status = Arc::new(EngineStatus::default());

@@ -21,6 +21,7 @@
 
 mod builder;
 mod channel;
+mod prompt_cache;
 mod request;
 mod stop;
 mod stream;
@@ -33,7 +34,8 @@ use std::thread::JoinHandle;
 
 pub use builder::{DEFAULT_DRAFT_MAX, EngineBuilder, MAX_DRAFT};
 pub use request::{
-    MAX_STOPS, Message, Prompt, Request, Role, SamplingNames, check_draft_max, check_sampling,
+    MAX_STOPS, Message, Prompt, Request, Role, SamplingNames, Speculation, check_draft_max,
+    check_sampling,
 };
 pub use stop::StopMatcher;
 pub use stream::{CancelHandle, Event, Finish, FinishReason, TextStream};
@@ -95,6 +97,8 @@ pub struct EngineInfo {
     pub sampling: SamplingConfig,
     /// Most requests waiting at once.
     pub max_queue: usize,
+    /// Keep the KV cache between requests and reuse the longest common prompt prefix.
+    pub prompt_cache: bool,
 }
 
 /// Live counters shared with the inference thread.
@@ -146,6 +150,8 @@ struct Job {
     max_tokens: usize,
     sampling: SamplingConfig,
     stop: Vec<String>,
+    speculation: Speculation,
+    cache_prompt: bool,
     tx: channel::Sender<Event>,
     cancel: CancelHandle,
 }
@@ -233,6 +239,8 @@ impl Engine {
                 .clone()
                 .unwrap_or_else(|| self.info.sampling.clone()),
             stop: req.stop.clone(),
+            speculation: req.speculation.clone(),
+            cache_prompt: req.cache_prompt,
             tx,
             cancel: cancel.clone(),
         };

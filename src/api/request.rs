@@ -101,6 +101,59 @@ pub struct Request {
     /// Generation ends before the first occurrence of any of these strings; the stop
     /// string itself is not returned.
     pub stop: Vec<String>,
+    /// Speculation settings for this request (unset ones: the engine's).
+    pub speculation: Speculation,
+    /// Reuse the KV cells of the previous generation's common prefix, when the engine
+    /// keeps them (llama-server's `cache_prompt`; default on).
+    pub cache_prompt: bool,
+}
+
+/// Per-request speculation settings, llama-server's `speculative.*`: each `None` keeps
+/// the engine's setting. None of them changes the output, only how fast it comes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Speculation {
+    /// Most tokens drafted per round (`speculative.n_max`; 0 = plain decoding).
+    pub n_max: Option<usize>,
+    /// Drafts shorter than this are not verified (`speculative.n_min`).
+    pub n_min: Option<usize>,
+    /// The diffusion drafter's confidence cut: its draft ends at the first position whose
+    /// top probability is below this (`speculative.p_min`, in [0, 1]).
+    pub p_min: Option<f32>,
+}
+
+impl Speculation {
+    /// Check the ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(n) = self.n_max
+            && n > super::MAX_DRAFT
+        {
+            return Err(format!(
+                "speculative.n_max must be between 0 and {} (got {n})",
+                super::MAX_DRAFT
+            ));
+        }
+        if let Some(n) = self.n_min
+            && n > super::MAX_DRAFT
+        {
+            return Err(format!(
+                "speculative.n_min must be between 0 and {} (got {n})",
+                super::MAX_DRAFT
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (self.n_min, self.n_max)
+            && lo > hi
+        {
+            return Err(format!(
+                "speculative.n_min ({lo}) must not exceed speculative.n_max ({hi})"
+            ));
+        }
+        if let Some(p) = self.p_min
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(format!("speculative.p_min must be in [0, 1] (got {p})"));
+        }
+        Ok(())
+    }
 }
 
 /// Most stop strings one request may carry (OpenAI allows 4; a few more cost nothing).
@@ -114,6 +167,8 @@ impl Request {
             max_tokens: 256,
             sampling: None,
             stop: Vec::new(),
+            speculation: Speculation::default(),
+            cache_prompt: true,
         }
     }
 
@@ -143,6 +198,12 @@ impl Request {
         self
     }
 
+    /// Set this request's speculation settings.
+    pub fn with_speculation(mut self, s: Speculation) -> Self {
+        self.speculation = s;
+        self
+    }
+
     /// Check the settings that do not need the model.
     pub(super) fn validate(&self) -> Result<(), ApiError> {
         let bad = |m: String| Err(ApiError::BadRequest(m));
@@ -166,7 +227,7 @@ impl Request {
         if let Some(s) = &self.sampling {
             validate_sampling(s)?;
         }
-        Ok(())
+        self.speculation.validate().map_err(ApiError::BadRequest)
     }
 }
 

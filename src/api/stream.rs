@@ -33,6 +33,9 @@ pub struct Finish {
     pub stop_string: bool,
     /// Tokens in the prompt (after the chat template).
     pub prompt_tokens: usize,
+    /// Of those, tokens whose KV cells were reused from the previous generation (the
+    /// prompt cache) instead of being processed again.
+    pub cached_tokens: usize,
     /// Tokens generated (up to and including the one that completed a stop string).
     pub completion_tokens: usize,
     /// The drafter that was used (`none`, `ngram`, `diffusion`).

@@ -1,16 +1,18 @@
 //! The inference thread: the only thread that touches the llama.cpp context. It takes
-//! jobs in arrival order, streams their text, and frees the KV cells after each one.
+//! jobs in arrival order and streams their text; after each one the KV cells stay as the
+//! prompt cache for the next (or are freed, with the cache off).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 
+use super::prompt_cache::{self, PromptCache};
 use super::stop::StopMatcher;
 use super::{ApiError, EngineInfo, EngineStatus, Event, Finish, FinishReason, Job};
-use crate::engine::{EngineConfig, StopReason};
+use crate::engine::{EngineConfig, MinDraft, StopReason};
 use crate::head::OutputHead;
-use crate::session::Session;
+use crate::session::{DraftSpec, Session};
 use crate::text::Utf8Stream;
 
 pub(super) fn spawn(
@@ -32,6 +34,7 @@ fn run(
     status: &EngineStatus,
     jobs: Receiver<Job>,
 ) {
+    let mut cache = PromptCache::default();
     while let Ok(job) = jobs.recv() {
         // A job abandoned while waiting gave its queue slot back then.
         let taken = job.cancel.0.start();
@@ -46,11 +49,22 @@ fn run(
         status.busy.store(true, Ordering::Release);
         // A panic in a generation (a bug) fails that request, not the engine.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_job(&mut session, lazy_head.clone(), info, status, &job)
+            run_job(
+                &mut session,
+                &mut cache,
+                lazy_head.clone(),
+                info,
+                status,
+                &job,
+            )
         }))
         .unwrap_or_else(|_| Err(ApiError::Generation("internal error (see the log)".into())));
-        // Free the KV cells now rather than at the next request's start.
-        session.ctx.clear();
+        // Keep the KV cells for the next request, or free them now rather than at the
+        // next request's start.
+        if !info.prompt_cache || !matches!(&outcome, Ok(f) if prompt_cache::keepable(f)) {
+            cache.forget();
+            session.ctx.clear();
+        }
         status
             .kv_tokens
             .store(session.ctx.kv_len(), Ordering::Relaxed);
@@ -69,17 +83,39 @@ fn run(
 
 fn run_job(
     session: &mut Session,
+    cache: &mut PromptCache,
     lazy_head: Option<Arc<OutputHead>>,
     info: &EngineInfo,
     status: &EngineStatus,
     job: &Job,
 ) -> Result<Finish, ApiError> {
     let gen_err = |e: crate::session::SessionError| ApiError::Generation(e.to_string());
+    // The request's speculation settings over the engine's.
+    let sp = &job.speculation;
+    let draft_max = sp.n_max.unwrap_or(info.draft_max);
+    let mut draft = info.draft.clone();
+    if let Some(p) = sp.p_min
+        && let DraftSpec::Diffusion(d) | DraftSpec::Auto(_, d) = &mut draft
+    {
+        d.p_min = p;
+    }
     let mut policy = session
-        .policy(&info.draft, info.policy, lazy_head.as_ref(), info.draft_max)
+        .policy(&draft, info.policy, lazy_head.as_ref(), draft_max)
         .map_err(gen_err)?;
+    if let Some(n) = sp.n_min.filter(|&n| n > 1) {
+        policy = Box::new(MinDraft::new(policy, n));
+    }
+    let layers = policy.feature_layers().to_vec();
+    let nf = layers.len() * session.model.n_embd();
+    let reuse = if info.prompt_cache && job.cache_prompt {
+        cache.reusable(&job.tokens, &layers, nf)
+    } else {
+        0
+    };
+    let mut policy = cache.begin(policy, &layers, nf, reuse);
     let cfg = EngineConfig {
-        draft_max: info.draft_max,
+        draft_max,
+        reuse_prefix: reuse,
         sampling: job.sampling.clone(),
         lazy_head,
         ..EngineConfig::default()
@@ -94,21 +130,23 @@ fn run_job(
         }
     };
     let g = session
-        .run(
-            &job.tokens,
-            job.max_tokens,
-            policy.as_mut(),
-            &cfg,
-            &mut |t| {
-                let text = stops.push(&utf8.push(&model.token_bytes(t)));
-                send(text);
-                !(client_gone.get()
-                    || stops.stopped()
-                    || job.cancel.is_cancelled()
-                    || status.closing.load(Ordering::Relaxed))
-            },
-        )
+        .run(&job.tokens, job.max_tokens, &mut policy, &cfg, &mut |t| {
+            let text = stops.push(&utf8.push(&model.token_bytes(t)));
+            send(text);
+            !(client_gone.get()
+                || stops.stopped()
+                || job.cancel.is_cancelled()
+                || status.closing.load(Ordering::Relaxed))
+        })
         .map_err(gen_err)?;
+    drop(policy);
+    // The context now holds the committed positions (the last emitted token has no KV
+    // cell yet; a draft rejected in the last round may have left cells past them).
+    let kept = cache.end(&job.tokens, &g.tokens, session.ctx.kv_len());
+    session
+        .ctx
+        .truncate(kept)
+        .map_err(|e| ApiError::Generation(e.to_string()))?;
     if !stops.stopped() {
         let tail = stops.push(&utf8.finish());
         send(tail);
@@ -126,6 +164,7 @@ fn run_job(
         stop: g.stop,
         stop_string,
         prompt_tokens: job.tokens.len(),
+        cached_tokens: reuse,
         completion_tokens: g.tokens.len(),
         drafter: info.draft.name(),
         policy: info.policy.name(),

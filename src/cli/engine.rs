@@ -47,6 +47,10 @@ pub struct EngineArgs {
     /// verification rounds exactly like single-token decoding. Slower on some models.
     #[arg(long)]
     pub exact: bool,
+    /// Free the KV cache after every generation instead of keeping it for the next
+    /// request's common prompt prefix (the prompt cache).
+    #[arg(long)]
+    pub no_prompt_cache: bool,
     /// Who computes logits during verification: auto (Tandem's lazy head for large
     /// vocabularies), llama (llama.cpp, every position), lazy (Tandem's, only the positions
     /// acceptance reaches).
@@ -77,7 +81,8 @@ impl EngineArgs {
             .policy(self.policy)
             .head(self.head)
             .context_size(self.ctx_size)
-            .exact(self.exact);
+            .exact(self.exact)
+            .prompt_cache(!self.no_prompt_cache);
         if let Some(t) = self.threads {
             b = b.threads(t);
         }

@@ -114,6 +114,8 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         max_tokens: a.max_tokens,
         sampling: Some(sampling),
         stop: Vec::new(),
+        speculation: Default::default(),
+        cache_prompt: false,
     };
     let mut stream = engine.generate(&req)?;
     let mut text = text_out::TextOut::new();

@@ -219,7 +219,7 @@ const HELDOUT_GROUPS: u64 = 8;
 /// or on which other groups exist.
 fn held_out(g: &str) -> bool {
     let h = sha2::Sha256::digest(g.as_bytes());
-    h[0] as u64 % HELDOUT_GROUPS == 0
+    (h[0] as u64).is_multiple_of(HELDOUT_GROUPS)
 }
 
 /// Passages kept per source file, so that no one file dominates.

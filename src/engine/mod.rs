@@ -19,7 +19,7 @@ use std::time::Instant;
 use round::Round;
 pub use stats::{Generation, Stats, StopReason};
 
-pub use policy::{DraftPolicy, FailFast, FixedPolicy, Outcome, PolicyKind, PolicyMemory};
+pub use policy::{DraftPolicy, FailFast, FixedPolicy, MinDraft, Outcome, PolicyKind, PolicyMemory};
 pub use target::Target;
 
 use crate::draft::Drafter;
@@ -45,6 +45,11 @@ pub struct EngineConfig {
     /// Fewest positions in the first lazy-head pass of a round (greedy verification); the
     /// engine raises it when drafts have been accepted in long runs.
     pub lazy_group: usize,
+    /// The KV cache already holds the first `reuse_prefix` tokens of the prompt (from an
+    /// earlier generation: a prompt cache); only the rest is decoded. 0: the cache is
+    /// cleared first. At most `prompt.len() − 1` is used (the last prompt token is decoded
+    /// for its logits).
+    pub reuse_prefix: usize,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +61,7 @@ impl Default for EngineConfig {
             record_margins: false,
             lazy_head: None,
             lazy_group: 2,
+            reuse_prefix: 0,
         }
     }
 }
@@ -95,7 +101,8 @@ pub fn generate<T: Target + ?Sized>(
 
 /// Generate up to `max_new` tokens after `prompt`, the policy choosing each round's draft
 /// (at most `cfg.draft_max` tokens), calling `on_token` for each emitted token as soon as
-/// it is committed (return `false` to stop). The KV cache is cleared first.
+/// it is committed (return `false` to stop). The KV cache is cleared first, or cut to the
+/// reused prefix (`cfg.reuse_prefix`).
 pub fn run<T: Target + ?Sized>(
     ctx: &mut T,
     policy: &mut dyn DraftPolicy,

@@ -63,15 +63,21 @@ impl<'c> Round<'c> {
         policy: &mut dyn DraftPolicy,
         prompt: &[Token],
     ) -> Result<(), EngineError> {
-        ctx.clear();
+        let reuse = self.cfg.reuse_prefix.min(prompt.len() - 1);
+        if reuse == 0 {
+            ctx.clear();
+        } else {
+            ctx.truncate(reuse)?;
+        }
         policy.begin(prompt);
-        // Drafters conditioned on the target's hidden states get them from these same decodes.
+        // Drafters conditioned on the target's hidden states get them from these same
+        // decodes (the reused prefix's came with the generation that computed it).
         self.wants_features = !policy.feature_layers().is_empty();
         ctx.set_feature_layers(policy.feature_layers())?;
-        ctx.decode(prompt, 0, Outputs::Last)?;
+        ctx.decode(&prompt[reuse..], reuse, Outputs::Last)?;
         if self.wants_features {
-            ctx.features_into(0..prompt.len(), &mut self.features)?;
-            policy.observe(0, &self.features);
+            ctx.features_into(0..prompt.len() - reuse, &mut self.features)?;
+            policy.observe(reuse, &self.features);
         }
         let first = pick(
             ctx.logits(0),

@@ -2,12 +2,13 @@
 //!
 //! Routes: `GET /health`, `GET /v1/models`, `GET /v1/models/{id}`,
 //! `POST /v1/completions`, `POST /v1/chat/completions` (streaming as server-sent events
-//! or not). The HTTP side runs on a small tokio runtime and only tokenizes and queues;
+//! or not), `POST /tokenize`, `POST /detokenize` (llama-server's shapes). The HTTP side runs on a small tokio runtime and only tokenizes and queues;
 //! the engine's inference thread owns the llama.cpp context. Every error is an
 //! OpenAI-shaped JSON body with the usual status (400, 401, 404, 405, 413, 503).
 
 mod error;
 mod sse;
+mod tokens;
 mod wire;
 
 use std::net::SocketAddr;
@@ -71,6 +72,8 @@ pub fn router(engine: Arc<Engine>, cfg: ServeConfig) -> Router {
         .route("/v1/models/{id}", get(model))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/tokenize", post(tokens::tokenize))
+        .route("/detokenize", post(tokens::detokenize))
         .fallback(|| async { HttpError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { HttpError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -180,6 +183,14 @@ async fn chat_completions(State(st): State<Arc<AppState>>, req: Request) -> Resp
 
 /// Read the body within the size limit and parse it.
 async fn read_body(st: &AppState, req: Request) -> Result<Body, HttpError> {
+    read_json(st, req).await
+}
+
+/// Read a JSON body of any shape within the size limit.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    req: Request,
+) -> Result<T, HttpError> {
     let limit = st.cfg.max_body;
     let declared = req
         .headers()
@@ -274,6 +285,7 @@ async fn answer(
         "choices": [choice],
         "usage": wire::usage(&finish),
         "tandem": wire::tandem_stats(&finish, header.draft_max),
+        "timings": wire::timings(&finish),
     }))
     .into_response())
 }

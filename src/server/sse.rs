@@ -100,6 +100,7 @@ impl SseBody {
                     .header
                     .chunk(None, Some(wire::finish_reason(&f)), first);
                 last["tandem"] = wire::tandem_stats(&f, self.header.draft_max);
+                last["timings"] = wire::timings(&f);
                 self.push(last);
                 if self.header.include_usage {
                     let mut u = self.header.chunk(None, None, false);

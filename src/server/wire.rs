@@ -56,6 +56,18 @@ pub struct Body {
     pub echo: Option<bool>,
     /// Chat: tools (not supported when non-empty).
     pub tools: Option<Vec<Value>>,
+    /// llama-server's `cache_prompt`: reuse the previous generation's KV cells for the
+    /// common prompt prefix (default true).
+    pub cache_prompt: Option<bool>,
+    /// llama-server's `speculative.n_max`: most tokens drafted per round (0 = none).
+    #[serde(rename = "speculative.n_max")]
+    pub spec_n_max: Option<i64>,
+    /// llama-server's `speculative.n_min`: shorter drafts are not verified.
+    #[serde(rename = "speculative.n_min")]
+    pub spec_n_min: Option<i64>,
+    /// llama-server's `speculative.p_min`: the diffusion drafter's confidence cut.
+    #[serde(rename = "speculative.p_min")]
+    pub spec_p_min: Option<f32>,
 }
 
 /// One chat message as sent.
@@ -161,11 +173,28 @@ impl Body {
             // No seed: a fresh one per request, as OpenAI samples.
             seed: self.seed.map(|s| s as u64).unwrap_or_else(fresh_seed),
         };
+        let count = |name: &str, v: Option<i64>| -> Result<Option<usize>, HttpError> {
+            match v {
+                Some(n) if n < 0 => Err(HttpError::bad_request(format!(
+                    "{name} must be >= 0 (got {n})"
+                ))),
+                Some(n) => Ok(Some(n as usize)),
+                None => Ok(None),
+            }
+        };
+        let speculation = api::Speculation {
+            n_max: count("speculative.n_max", self.spec_n_max)?,
+            n_min: count("speculative.n_min", self.spec_n_min)?,
+            p_min: self.spec_p_min,
+        };
+        speculation.validate().map_err(HttpError::bad_request)?;
         Ok(Request {
             prompt,
             max_tokens,
             sampling: Some(sampling),
             stop: stop_strings(self.stop.as_ref())?,
+            speculation,
+            cache_prompt: self.cache_prompt.unwrap_or(true),
         })
     }
 
@@ -267,12 +296,41 @@ pub fn finish_reason(f: &Finish) -> &'static str {
     }
 }
 
-/// The `usage` object.
+/// The `usage` object, with OpenAI's `prompt_tokens_details.cached_tokens`: the prompt
+/// tokens reused from the prompt cache.
 pub fn usage(f: &Finish) -> Value {
     json!({
         "prompt_tokens": f.prompt_tokens,
         "completion_tokens": f.completion_tokens,
         "total_tokens": f.prompt_tokens + f.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": f.cached_tokens},
+    })
+}
+
+/// llama-server's `timings` object (its field names, so that tools reading llama-server's
+/// statistics read Tandem's): prompt processing and generation times and rates, and the
+/// speculative draft counts.
+pub fn timings(f: &Finish) -> Value {
+    let s = &f.stats;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    // Like llama-server: prompt_n counts the prompt tokens processed, cache_n those reused.
+    let processed = f.prompt_tokens - f.cached_tokens;
+    let prompt_ms = ms(s.prefill);
+    let predicted_ms = ms(s.total.saturating_sub(s.prefill));
+    let per_token = |ms: f64, n: usize| if n > 0 { ms / n as f64 } else { 0.0 };
+    let per_second = |ms: f64, n: usize| if ms > 0.0 { 1e3 * n as f64 / ms } else { 0.0 };
+    json!({
+        "cache_n": f.cached_tokens,
+        "prompt_n": processed,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": per_token(prompt_ms, processed),
+        "prompt_per_second": per_second(prompt_ms, processed),
+        "predicted_n": f.completion_tokens,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": per_token(predicted_ms, f.completion_tokens),
+        "predicted_per_second": per_second(predicted_ms, f.completion_tokens),
+        "draft_n": s.drafted,
+        "draft_n_accepted": s.accepted,
     })
 }
 
@@ -389,10 +447,45 @@ mod tests {
                 json!({"messages": [{"role": "user", "content": "x"}], "tools": [{}]}),
                 Endpoint::Chat,
             ),
+            (
+                json!({"prompt": "x", "speculative.n_max": -1}),
+                Endpoint::Completions,
+            ),
+            (
+                json!({"prompt": "x", "speculative.n_max": 1000}),
+                Endpoint::Completions,
+            ),
+            (
+                json!({"prompt": "x", "speculative.n_max": 2, "speculative.n_min": 4}),
+                Endpoint::Completions,
+            ),
+            (
+                json!({"prompt": "x", "speculative.p_min": 1.5}),
+                Endpoint::Completions,
+            ),
         ] {
             let err = parse(body.clone(), e).expect_err(&body.to_string());
             assert_eq!(err.status, 400, "{body}");
         }
+    }
+
+    #[test]
+    fn speculation_settings_use_llama_servers_names() {
+        let r = parse(
+            json!({"prompt": "x", "speculative.n_max": 0, "speculative.n_min": 0, "speculative.p_min": 0.4}),
+            Endpoint::Completions,
+        )
+        .unwrap();
+        assert_eq!(
+            r.speculation,
+            api::Speculation {
+                n_max: Some(0),
+                n_min: Some(0),
+                p_min: Some(0.4)
+            }
+        );
+        let r = parse(json!({"prompt": "x"}), Endpoint::Completions).unwrap();
+        assert_eq!(r.speculation, api::Speculation::default());
     }
 
     #[test]

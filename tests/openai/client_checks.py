@@ -25,6 +25,7 @@ for p in prompts:
         "finish_reason": r.choices[0].finish_reason,
         "usage": r.usage.model_dump(),
         "tandem": (r.model_extra or {}).get("tandem"),
+        "timings": (r.model_extra or {}).get("timings"),
     })
 
 out["chat"] = []
@@ -42,7 +43,7 @@ for p in prompts:
         model=model, messages=msgs, max_tokens=max_tokens, temperature=0, stream=True,
         stream_options={"include_usage": True},
     )
-    text, chunks, finish, usage, stats = "", 0, None, None, None
+    text, chunks, finish, usage, stats, timings = "", 0, None, None, None, None
     for c in stream:
         if c.usage is not None:
             usage = c.usage.model_dump()
@@ -53,8 +54,9 @@ for p in prompts:
             if ch.finish_reason:
                 finish = ch.finish_reason
                 stats = (c.model_extra or {}).get("tandem")
+                timings = (c.model_extra or {}).get("timings")
     out["chat_stream"].append({"text": text, "chunks": chunks, "finish_reason": finish,
-                               "usage": usage, "tandem": stats})
+                               "usage": usage, "tandem": stats, "timings": timings})
 
 # A stop string ends the answer before it.
 r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompts[0]}],
@@ -67,6 +69,13 @@ s = [client.chat.completions.create(model=model, messages=[{"role": "user", "con
                                     max_tokens=16, temperature=1.0, seed=7).choices[0].message.content
      for _ in range(2)]
 out["seeded_equal"] = s[0] == s[1]
+
+# Per-request speculation (llama-server's names): n_max 0 is plain decoding.
+r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompts[0]}],
+                                   max_tokens=max_tokens, temperature=0,
+                                   extra_body={"speculative.n_max": 0})
+out["no_speculation"] = {"text": r.choices[0].message.content,
+                         "timings": (r.model_extra or {}).get("timings")}
 
 # Errors come back as the client's typed exceptions.
 def error_of(fn):
@@ -84,6 +93,21 @@ out["errors"] = {
     "bad_temperature": error_of(lambda: client.chat.completions.create(model=model, messages=chat, max_tokens=4, temperature=-1)),
     "too_many_tokens": error_of(lambda: client.chat.completions.create(model=model, messages=chat, max_tokens=10**6)),
     "bad_role": error_of(lambda: client.chat.completions.create(model=model, messages=[{"role": "wizard", "content": "x"}], max_tokens=4)),
+    "bad_n_max": error_of(lambda: client.chat.completions.create(model=model, messages=chat, max_tokens=4,
+                                                                  extra_body={"speculative.n_max": -1})),
     "prompt_too_long": error_of(lambda: client.completions.create(model=model, prompt="word " * 5000, max_tokens=4)),
 }
+# llama-server's /tokenize and /detokenize (plain HTTP; the openai client has no such call).
+import httpx
+root = base_url.rstrip("/").removesuffix("/v1")
+auth = {"Authorization": f"Bearer {api_key}"}
+text = prompts[0]
+tok = httpx.post(f"{root}/tokenize", json={"content": text}, headers=auth, timeout=60).json()
+pieces = httpx.post(f"{root}/tokenize", json={"content": text, "with_pieces": True},
+                    headers=auth, timeout=60).json()
+detok = httpx.post(f"{root}/detokenize", json={"tokens": tok["tokens"]}, headers=auth, timeout=60).json()
+bad = httpx.post(f"{root}/detokenize", json={"tokens": [-1]}, headers=auth, timeout=60)
+out["tokens"] = {"text": text, "tokens": tok["tokens"], "pieces": pieces["tokens"],
+                 "detokenized": detok["content"], "bad_status": bad.status_code,
+                 "no_key_status": httpx.post(f"{root}/tokenize", json={"content": "x"}, timeout=60).status_code}
 print(json.dumps(out))

@@ -11,10 +11,12 @@ pub mod acceptance;
 pub mod cost;
 pub mod cost_cache;
 mod failfast;
+mod min_draft;
 
 use std::time::Duration;
 
 pub use failfast::{FailFast, PolicyMemory};
+pub use min_draft::MinDraft;
 
 use crate::draft::{Draft, Drafter};
 use crate::llama::Token;
