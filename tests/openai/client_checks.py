@@ -98,16 +98,30 @@ out["errors"] = {
     "prompt_too_long": error_of(lambda: client.completions.create(model=model, prompt="word " * 5000, max_tokens=4)),
 }
 # llama-server's /tokenize and /detokenize (plain HTTP; the openai client has no such call).
-import httpx
+import urllib.error
+import urllib.request
+
 root = base_url.rstrip("/").removesuffix("/v1")
-auth = {"Authorization": f"Bearer {api_key}"}
+
+
+def post(path, body, key=api_key):
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(f"{root}{path}", data=json.dumps(body).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
 text = prompts[0]
-tok = httpx.post(f"{root}/tokenize", json={"content": text}, headers=auth, timeout=60).json()
-pieces = httpx.post(f"{root}/tokenize", json={"content": text, "with_pieces": True},
-                    headers=auth, timeout=60).json()
-detok = httpx.post(f"{root}/detokenize", json={"tokens": tok["tokens"]}, headers=auth, timeout=60).json()
-bad = httpx.post(f"{root}/detokenize", json={"tokens": [-1]}, headers=auth, timeout=60)
+tok = post("/tokenize", {"content": text})[1]
+pieces = post("/tokenize", {"content": text, "with_pieces": True})[1]
+detok = post("/detokenize", {"tokens": tok["tokens"]})[1]
 out["tokens"] = {"text": text, "tokens": tok["tokens"], "pieces": pieces["tokens"],
-                 "detokenized": detok["content"], "bad_status": bad.status_code,
-                 "no_key_status": httpx.post(f"{root}/tokenize", json={"content": "x"}, timeout=60).status_code}
+                 "detokenized": detok["content"],
+                 "bad_status": post("/detokenize", {"tokens": [-1]})[0],
+                 "no_key_status": post("/tokenize", {"content": "x"}, key=None)[0]}
 print(json.dumps(out))
