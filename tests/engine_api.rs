@@ -181,3 +181,29 @@ fn bad_engine_settings_are_clear_setup_errors() {
         "{m}"
     );
 }
+
+/// A long prompt's prefill stops within a chunk when its request is cancelled (a client
+/// that hangs up on a 3,000-token prompt does not hold the engine for the whole prefill).
+#[test]
+fn cancelling_during_a_long_prefill_stops_it() {
+    let _x = common::exclusive();
+    let e = engine("none".parse().unwrap());
+    let long = "The river flows past the old mill and on to the sea. ".repeat(250);
+    let s = e.generate(&Request::raw(long).with_max_tokens(8)).unwrap();
+    let n = s.prompt_tokens();
+    assert!(n > 2500, "{n}");
+    while !e.status().busy() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    s.cancel();
+    let f = s.finish().unwrap();
+    assert_eq!(f.reason, FinishReason::Cancelled);
+    assert_eq!(f.completion_tokens, 0);
+    assert!(
+        f.stats.prompt_processed < n,
+        "{} of {n} prompt tokens processed",
+        f.stats.prompt_processed
+    );
+    assert_eq!(e.status().kv_tokens(), 0);
+}

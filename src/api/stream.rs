@@ -3,12 +3,12 @@
 //! [`TextStream::next_event`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::channel::Receiver;
 
 use super::{ApiError, EngineStatus};
-use crate::engine::{Stats, StopReason};
+use crate::engine::{CancelFlag, Stats, StopReason};
 
 /// Why a generation ended, as OpenAI reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -66,7 +66,7 @@ const ABANDONED: u8 = 2;
 /// State shared by a queued job, its stream and its cancel handles.
 #[derive(Debug)]
 pub(super) struct JobShared {
-    cancelled: AtomicBool,
+    pub(super) cancelled: CancelFlag,
     state: AtomicU8,
     status: Arc<EngineStatus>,
 }
@@ -74,7 +74,7 @@ pub(super) struct JobShared {
 impl JobShared {
     pub(super) fn new(status: Arc<EngineStatus>) -> Arc<Self> {
         Arc::new(Self {
-            cancelled: AtomicBool::new(false),
+            cancelled: CancelFlag::default(),
             state: AtomicU8::new(QUEUED),
             status,
         })
@@ -99,7 +99,7 @@ impl CancelHandle {
     /// still waiting in the queue leaves it at once.
     pub fn cancel(&self) {
         let j = &self.0;
-        j.cancelled.store(true, Ordering::Release);
+        j.cancelled.cancel();
         if j.state
             .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
@@ -110,7 +110,7 @@ impl CancelHandle {
 
     /// Whether cancellation was asked for.
     pub fn is_cancelled(&self) -> bool {
-        self.0.cancelled.load(Ordering::Acquire)
+        self.0.cancelled.is_set()
     }
 }
 

@@ -116,6 +116,8 @@ fn run_job(
     let cfg = EngineConfig {
         draft_max,
         reuse_prefix: reuse,
+        // A cancelled (or hung-up) request stops even inside a long prefill.
+        cancel: Some(job.cancel.0.cancelled.clone()),
         sampling: job.sampling.clone(),
         lazy_head,
         ..EngineConfig::default()

@@ -50,6 +50,25 @@ pub struct EngineConfig {
     /// cleared first. At most `prompt.len() − 1` is used (the last prompt token is decoded
     /// for its logits).
     pub reuse_prefix: usize,
+    /// Set from any thread to stop the generation; checked between the prompt's chunks
+    /// (a long prefill stops within one chunk) and after every committed token.
+    pub cancel: Option<CancelFlag>,
+}
+
+/// A shared "stop now" flag (see [`EngineConfig::cancel`]).
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelFlag {
+    /// Ask the generation to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether stopping was asked for.
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl Default for EngineConfig {
@@ -62,6 +81,7 @@ impl Default for EngineConfig {
             lazy_head: None,
             lazy_group: 2,
             reuse_prefix: 0,
+            cancel: None,
         }
     }
 }
@@ -123,8 +143,11 @@ pub fn run<T: Target + ?Sized>(
         .into());
     }
     let mut r = Round::new(cfg, prompt);
-    r.prefill(ctx, policy, prompt)?;
+    let prefilled = r.prefill(ctx, policy, prompt)?;
     r.stats.prefill = t0.elapsed();
+    if !prefilled {
+        return Ok(r.finish(StopReason::Cancelled, t0.elapsed()));
+    }
     let stop = loop {
         if let Some(stop) = r.commit(ctx, max_new, on_token) {
             break stop;

@@ -55,14 +55,15 @@ impl<'c> Round<'c> {
         }
     }
 
-    /// Clear the cache, decode the prompt (its features to the policy's drafters) and pick
-    /// the first token from its last logits.
+    /// Clear the cache (or cut it to the reused prefix), decode the rest of the prompt in
+    /// chunks (its features to the policy's drafters) and pick the first token from its
+    /// last logits; `false` when cancelled before the prompt was read.
     pub(super) fn prefill<T: Target + ?Sized>(
         &mut self,
         ctx: &mut T,
         policy: &mut dyn DraftPolicy,
         prompt: &[Token],
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let reuse = self.cfg.reuse_prefix.min(prompt.len() - 1);
         if reuse == 0 {
             ctx.clear();
@@ -74,10 +75,22 @@ impl<'c> Round<'c> {
         // decodes (the reused prefix's came with the generation that computed it).
         self.wants_features = !policy.feature_layers().is_empty();
         ctx.set_feature_layers(policy.feature_layers())?;
-        ctx.decode(&prompt[reuse..], reuse, Outputs::Last)?;
-        if self.wants_features {
-            ctx.features_into(0..prompt.len() - reuse, &mut self.features)?;
-            policy.observe(reuse, &self.features);
+        // Chunk by chunk, so that a cancelled request stops within one chunk.
+        let step = ctx.n_batch().max(1);
+        let mut pos = reuse;
+        while pos < prompt.len() {
+            if self.cfg.cancel.as_ref().is_some_and(|c| c.is_set()) {
+                ctx.truncate(pos)?;
+                return Ok(false);
+            }
+            let end = (pos + step).min(prompt.len());
+            ctx.decode(&prompt[pos..end], pos, Outputs::Last)?;
+            if self.wants_features {
+                ctx.features_into(0..end - pos, &mut self.features)?;
+                policy.observe(pos, &self.features);
+            }
+            self.stats.prompt_processed += end - pos;
+            pos = end;
         }
         let first = pick(
             ctx.logits(0),
@@ -90,7 +103,7 @@ impl<'c> Round<'c> {
             self.margins.push(argmax_margin(ctx.logits(0)).1);
         }
         self.emit.push(first);
-        Ok(())
+        Ok(true)
     }
 
     /// Commit this round's tokens, stopping at end of generation, `max_new` or a callback
@@ -109,7 +122,7 @@ impl<'c> Round<'c> {
             }
             self.generated.push(t);
             self.history.push(t);
-            if !on_token(t) {
+            if !on_token(t) || self.cfg.cancel.as_ref().is_some_and(|c| c.is_set()) {
                 stop = Some(StopReason::Cancelled);
                 break;
             }

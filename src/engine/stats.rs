@@ -34,6 +34,9 @@ impl std::fmt::Display for StopReason {
 pub struct Stats {
     /// Prompt length (tokens).
     pub n_prompt: usize,
+    /// Prompt tokens decoded by the prefill: the prompt less what the prompt cache held
+    /// (fewer when the generation was cancelled during the prefill).
+    pub prompt_processed: usize,
     /// Tokens emitted.
     pub n_generated: usize,
     /// Verification decodes (one per round; plain decoding = one per token).
