@@ -52,18 +52,28 @@ fn ngram_sampling_through_the_lazy_head_matches_plain_sampling() {
 
 #[test]
 fn ngram_sampling_under_the_failfast_policy_matches_plain_sampling() {
-    check_sampling_with(false, false, true);
+    check_sampling_with("smollm2-135m", false, false, true, false);
+}
+
+/// The server's defaults (top_k 0, top_p 1): the diffusion drafter's q covers the whole
+/// vocabulary, so every rejection computes the residual max(0, p − q) over it — linear in
+/// the vocabulary since the verify rewrite (it was quadratic: a request could stall the
+/// server). On both models, Gemma's vocabulary being 262,144 tokens.
+#[test]
+fn diffusion_sampling_over_the_whole_vocabulary_matches_plain_sampling() {
+    check_sampling_with("smollm2-135m", false, true, false, true);
+    check_sampling_with("gemma3-270m", false, true, false, true);
 }
 
 fn check_sampling(lazy: bool, diffusion: bool) {
-    check_sampling_with(lazy, diffusion, false)
+    check_sampling_with("smollm2-135m", lazy, diffusion, false, false)
 }
 
 /// `failfast`: the fail-fast policy (flat cost curve, so it drafts long) decides the draft
-/// lengths instead of a constant.
-fn check_sampling_with(lazy: bool, diffusion: bool, failfast: bool) {
+/// lengths instead of a constant. `full_vocab`: top_k 0 and top_p 1 instead of 40 / 0.95.
+fn check_sampling_with(name: &str, lazy: bool, diffusion: bool, failfast: bool, full_vocab: bool) {
     let _guard = exclusive();
-    let m = model("smollm2-135m", true);
+    let m = model(name, true);
     let lazy_head = lazy.then(|| head(&m));
     let mut ctx = context(&m, 256);
     // Repetitive text so the n-gram drafter proposes at every step.
@@ -81,8 +91,8 @@ fn check_sampling_with(lazy: bool, diffusion: bool, failfast: bool) {
     for trial in 0..TRIALS {
         let sampling = SamplingConfig {
             temp: 1.0,
-            top_k: 40,
-            top_p: 0.95,
+            top_k: if full_vocab { 0 } else { 40 },
+            top_p: if full_vocab { 1.0 } else { 0.95 },
             seed: 1000 + trial,
         };
         let cfg = EngineConfig {
@@ -133,7 +143,9 @@ fn check_sampling_with(lazy: bool, diffusion: bool, failfast: bool) {
             }
         }
     }
-    eprintln!("lazy head: {lazy}, diffusion: {diffusion}; drafted {drafted}, accepted {accepted}");
+    eprintln!(
+        "{name}, lazy head: {lazy}, diffusion: {diffusion}, full vocabulary: {full_vocab}; drafted {drafted}, accepted {accepted}"
+    );
     if diffusion {
         assert!(
             drafted >= TRIALS as usize,
