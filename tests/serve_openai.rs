@@ -209,6 +209,38 @@ fn a_multi_turn_conversation_reuses_its_history_and_answers_the_same() {
     eprintln!("{}", report.join("\n"));
 }
 
+/// `GET /metrics`, parsed by prometheus_client's OpenMetrics parser: after three requests
+/// its counters moved by exactly what the responses' `timings` say.
+#[test]
+fn metrics_count_what_the_responses_report() {
+    let _x = exclusive();
+    let server = Server::start(MODEL, &[]);
+    let out = run_python("metrics_checks.py", &[&server.base_url(), API_KEY, MODEL]);
+    let (d, sums) = (&out["delta"], &out["sums"]);
+    let f = |v: &Value| v.as_f64().unwrap();
+    for (metric, sum) in [
+        ("tandem_prompt_tokens_total", "prompt"),
+        ("tandem_prompt_tokens_cached_total", "cached"),
+        ("tandem_generation_tokens_total", "predicted"),
+        ("tandem_spec_decode_num_draft_tokens_total", "draft"),
+        ("tandem_spec_decode_num_accepted_tokens_total", "accepted"),
+    ] {
+        assert_eq!(f(&d[metric]), f(&sums[sum]), "{metric}: {out}");
+    }
+    assert_eq!(f(&d["tandem_requests_total"]), 3.0, "{out}");
+    // Turns 2 and 3 extend the conversation: both hit the prompt cache.
+    assert_eq!(f(&d["tandem_prompt_cache_hits_total"]), 2.0, "{out}");
+    assert!(f(&sums["cached"]) > 0.0);
+    assert_eq!(f(&out["after"]["tandem_num_requests_waiting"]), 0.0);
+    assert!(
+        out["content_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    assert_eq!(out["no_key_status"], 401);
+}
+
 #[test]
 fn eight_concurrent_streaming_clients_get_their_lone_answers() {
     let _x = exclusive();

@@ -110,9 +110,59 @@ pub struct EngineStatus {
     kv_tokens: AtomicUsize,
     served: AtomicUsize,
     cancelled: AtomicUsize,
+    totals: [std::sync::atomic::AtomicU64; 6],
+}
+
+/// Token counts over every finished generation (a snapshot; for `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Prompt tokens of finished generations (processed and reused).
+    pub prompt_tokens: u64,
+    /// Of those, tokens reused from the prompt cache.
+    pub prompt_tokens_cached: u64,
+    /// Tokens generated.
+    pub generation_tokens: u64,
+    /// Draft tokens proposed.
+    pub draft_tokens: u64,
+    /// Draft tokens accepted.
+    pub draft_tokens_accepted: u64,
+    /// Generations that reused at least one cached prompt token.
+    pub prompt_cache_hits: u64,
 }
 
 impl EngineStatus {
+    /// Count a finished generation.
+    fn add(&self, f: &Finish) {
+        let v = [
+            f.prompt_tokens,
+            f.cached_tokens,
+            f.completion_tokens,
+            f.stats.drafted,
+            f.stats.accepted,
+            (f.cached_tokens > 0) as usize,
+        ];
+        for (a, x) in self.totals.iter().zip(v) {
+            a.fetch_add(x as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Token counts over every finished generation.
+    pub fn totals(&self) -> Totals {
+        let v: Vec<u64> = self
+            .totals
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect();
+        Totals {
+            prompt_tokens: v[0],
+            prompt_tokens_cached: v[1],
+            generation_tokens: v[2],
+            draft_tokens: v[3],
+            draft_tokens_accepted: v[4],
+            prompt_cache_hits: v[5],
+        }
+    }
+
     fn leave_queue(&self) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
     }

@@ -69,6 +69,9 @@ fn run(
             .kv_tokens
             .store(session.ctx.kv_len(), Ordering::Relaxed);
         status.served.fetch_add(1, Ordering::Relaxed);
+        if let Ok(f) = &outcome {
+            status.add(f);
+        }
         if matches!(&outcome, Ok(f) if f.reason == FinishReason::Cancelled) {
             status.cancelled.fetch_add(1, Ordering::Relaxed);
         }

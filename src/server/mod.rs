@@ -1,12 +1,13 @@
 //! `tandem serve`: an OpenAI-compatible HTTP server over an [`Engine`].
 //!
-//! Routes: `GET /health`, `GET /v1/models`, `GET /v1/models/{id}`,
+//! Routes: `GET /health`, `GET /metrics` (OpenMetrics), `GET /v1/models`, `GET /v1/models/{id}`,
 //! `POST /v1/completions`, `POST /v1/chat/completions` (streaming as server-sent events
 //! or not), `POST /tokenize`, `POST /detokenize` (llama-server's shapes). The HTTP side runs on a small tokio runtime and only tokenizes and queues;
 //! the engine's inference thread owns the llama.cpp context. Every error is an
 //! OpenAI-shaped JSON body with the usual status (400, 401, 404, 405, 413, 503).
 
 mod error;
+mod metrics;
 mod sse;
 mod tokens;
 mod wire;
@@ -68,6 +69,7 @@ pub fn router(engine: Arc<Engine>, cfg: ServeConfig) -> Router {
     });
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/v1/completions", post(completions))
