@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tandem::models;
 
 mod bench;
+mod chat;
 mod collab;
 mod distill;
 mod engine;
@@ -33,6 +34,9 @@ struct Cli {
 enum Cmd {
     /// Generate text from a prompt, streaming it to stdout.
     Generate(GenerateArgs),
+    /// Chat in the terminal: multi-turn (the prompt cache reuses each turn), streamed,
+    /// Ctrl-C stops an answer, Ctrl-D quits; /stats, /reset, /system TEXT.
+    Chat(chat::ChatArgs),
     /// Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions,
     /// /v1/completions, /v1/models, /health).
     Serve(serve::ServeArgs),
@@ -110,6 +114,7 @@ pub fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Generate(a) => generate::generate(a),
+        Cmd::Chat(a) => chat::run(a),
         Cmd::Serve(a) => serve::run(a),
         Cmd::Fetch { name } => {
             let m = models::manifest();
