@@ -188,6 +188,7 @@ pub fn run_one(
                 draft_max: k,
                 lazy_head: head,
                 lazy_group: opts.lazy_group,
+                sampling: opts.sampling.clone(),
                 ..Default::default()
             };
             let g = session.run(prompt, n, policy.as_mut(), &ecfg, &mut |_| true)?;
@@ -292,6 +293,9 @@ pub struct SuiteOptions {
     pub diffusion: DiffusionSpec,
     /// Fewest positions in the first lazy-head pass of a round (`+lazy` configurations).
     pub lazy_group: usize,
+    /// How tokens are chosen (greedy, or sampled: then outputs are samples and are not
+    /// compared with the baseline's).
+    pub sampling: crate::sampling::SamplingConfig,
 }
 
 /// Keep at most `n` prompts of each category, in file order.
@@ -344,6 +348,8 @@ pub fn run_suite(
                 };
                 let (tokens, r) = run_one(session, c, &toks, opts, replay)?;
                 match &reference {
+                    // Samples differ from one another by design.
+                    _ if !opts.sampling.is_greedy() => {}
                     None => reference = Some(tokens),
                     Some(rf) if *rf != tokens => {
                         let at = common_prefix_len(rf, &tokens);

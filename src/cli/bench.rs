@@ -105,6 +105,19 @@ pub struct BenchArgs {
     /// Exact mode: no CPU weight repacking (see `generate --exact`).
     #[arg(long)]
     exact: bool,
+    /// Sampling temperature (0 = greedy, the default); with sampling the outputs are
+    /// samples and are not compared with the baseline's.
+    #[arg(long, default_value_t = 0.0)]
+    temp: f32,
+    /// Top-k cut-off when sampling (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Top-p cut-off when sampling (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
     /// Fewest positions in the first lazy-head pass of a round (`+lazy` configurations).
     #[arg(long, default_value_t = 2)]
     lazy_group: usize,
@@ -203,7 +216,24 @@ fn bench(a: BenchArgs) -> Result<()> {
             p_min: a.draft_p_min,
         },
         lazy_group: a.lazy_group,
+        sampling: tandem::sampling::SamplingConfig {
+            temp: a.temp,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed,
+        },
     };
+    tandem::api::check_sampling(&opts.sampling, &tandem::api::SamplingNames::CLI)
+        .map_err(anyhow::Error::msg)?;
+    if !opts.sampling.is_greedy()
+        && configs
+            .iter()
+            .any(|c| matches!(c, BenchConfig::Llama(_) | BenchConfig::Oracle(_)))
+    {
+        bail!(
+            "llama:* and oracle configurations run greedy only; leave them out when sampling (--temp > 0)"
+        );
+    }
     let bar = indicatif::ProgressBar::new((prompts.len() * a.reps * configs.len()) as u64)
         .with_style(
             indicatif::ProgressStyle::with_template(
@@ -227,6 +257,13 @@ fn bench(a: BenchArgs) -> Result<()> {
         results,
     );
     println!("{}\n", report.header());
+    if !opts.sampling.is_greedy() {
+        let s = &opts.sampling;
+        println!(
+            "sampled (temp {}, top_k {}, top_p {}, seed {}): outputs are samples, \"same output\" is not checked\n",
+            s.temp, s.top_k, s.top_p, s.seed
+        );
+    }
     println!("{}", prompt_table(&report));
     println!("{}", category_table(&report));
     println!("{}", policy_table(&report));
