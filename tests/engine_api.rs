@@ -207,3 +207,51 @@ fn cancelling_during_a_long_prefill_stops_it() {
     );
     assert_eq!(e.status().kv_tokens(), 0);
 }
+
+/// Two conversations taking turns: each finds its own history again (the prompt cache
+/// saves the one a request would overwrite and restores it when it comes back); with a
+/// single slot the second conversation's turn overwrites the first's.
+#[test]
+fn alternating_conversations_each_find_their_history() {
+    let _x = common::exclusive();
+    let turns = |e: &Engine| {
+        let sys = Message::system("You are a concise assistant.");
+        let ask = |msgs: Vec<Message>| {
+            let mut s = e
+                .generate(&Request::chat(msgs).with_max_tokens(48))
+                .unwrap();
+            let text: String = (&mut s).map(Result::unwrap).collect();
+            (text, s.finish().unwrap())
+        };
+        let a1 = vec![sys.clone(), Message::user("Tell me about rivers.")];
+        let (ta, fa) = ask(a1.clone());
+        let (_, _) = ask(vec![sys.clone(), Message::user("Tell me about mountains.")]);
+        let mut a2 = a1;
+        a2.push(Message::assistant(ta));
+        a2.push(Message::user("Go on."));
+        let (_, f2) = ask(a2);
+        (fa, f2)
+    };
+    let e = Engine::builder(MODEL)
+        .threads(2)
+        .draft("ngram".parse().unwrap())
+        .build()
+        .unwrap();
+    let (a1, a2) = turns(&e);
+    assert!(
+        a2.cached_tokens >= a1.prompt_tokens + a1.completion_tokens - 1,
+        "{} cached after a {}+{} token turn",
+        a2.cached_tokens,
+        a1.prompt_tokens,
+        a1.completion_tokens
+    );
+    drop(e);
+    let one = Engine::builder(MODEL)
+        .threads(2)
+        .draft("ngram".parse().unwrap())
+        .prompt_cache_slots(1)
+        .build()
+        .unwrap();
+    let (a1, a2) = turns(&one);
+    assert!(a2.cached_tokens < a1.prompt_tokens, "{}", a2.cached_tokens);
+}

@@ -15,6 +15,9 @@ use crate::session::{DiffusionSpec, DraftSpec, HeadMode, Session, SessionConfig}
 /// Largest draft per verification step.
 pub const MAX_DRAFT: usize = 256;
 
+/// Conversations the prompt cache keeps by default.
+pub const DEFAULT_PROMPT_CACHE_SLOTS: usize = 4;
+
 /// Default cap on a round's draft. The fail-fast policy drafts less wherever the verify
 /// cost curve or the drafters' calibrated acceptance say so; the fixed policy drafts this.
 pub const DEFAULT_DRAFT_MAX: usize = 16;
@@ -33,7 +36,7 @@ pub struct EngineBuilder {
     n_ctx: u32,
     exact: bool,
     max_queue: usize,
-    prompt_cache: bool,
+    prompt_cache_slots: usize,
 }
 
 impl EngineBuilder {
@@ -50,7 +53,7 @@ impl EngineBuilder {
             n_ctx: 4096,
             exact: false,
             max_queue: 16,
-            prompt_cache: true,
+            prompt_cache_slots: DEFAULT_PROMPT_CACHE_SLOTS,
         }
     }
 
@@ -122,7 +125,19 @@ impl EngineBuilder {
     /// Keep the KV cache after each generation and let the next request reuse its longest
     /// common prompt prefix (default on; `Request::cache_prompt` opts a request out).
     pub fn prompt_cache(mut self, on: bool) -> Self {
-        self.prompt_cache = on;
+        self.prompt_cache_slots = if on {
+            self.prompt_cache_slots.max(1)
+        } else {
+            0
+        };
+        self
+    }
+
+    /// Conversations the prompt cache keeps (default 4): the context's own cells and up to
+    /// `n − 1` saved copies of conversations a request would have overwritten, least
+    /// recently used evicted first (within 512 MiB). 0 turns the cache off.
+    pub fn prompt_cache_slots(mut self, n: usize) -> Self {
+        self.prompt_cache_slots = n;
         self
     }
 
@@ -252,7 +267,7 @@ impl EngineBuilder {
             n_ctx: session.ctx.n_ctx(),
             sampling: self.sampling,
             max_queue: self.max_queue,
-            prompt_cache: self.prompt_cache,
+            prompt_cache_slots: self.prompt_cache_slots,
         };
         let model = session.model.clone();
         let status = Arc::new(EngineStatus::default());

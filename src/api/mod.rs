@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
 
-pub use builder::{DEFAULT_DRAFT_MAX, EngineBuilder, MAX_DRAFT};
+pub use builder::{DEFAULT_DRAFT_MAX, DEFAULT_PROMPT_CACHE_SLOTS, EngineBuilder, MAX_DRAFT};
 pub use request::{
     MAX_STOPS, Message, Prompt, Request, Role, SamplingNames, Speculation, check_draft_max,
     check_sampling,
@@ -97,8 +97,9 @@ pub struct EngineInfo {
     pub sampling: SamplingConfig,
     /// Most requests waiting at once.
     pub max_queue: usize,
-    /// Keep the KV cache between requests and reuse the longest common prompt prefix.
-    pub prompt_cache: bool,
+    /// Conversations the prompt cache keeps (the context's own cells and saved copies);
+    /// 0 = no prompt cache: the KV cache is freed after every request.
+    pub prompt_cache_slots: usize,
 }
 
 /// Live counters shared with the inference thread.

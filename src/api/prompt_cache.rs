@@ -1,19 +1,141 @@
 //! The prompt cache: after a generation the context keeps its KV cells, and the next
 //! request reuses the longest common token prefix (llama-server's `cache_prompt`): a
 //! multi-turn conversation re-sends its whole history every turn, and on a CPU
-//! re-processing it costs more than speculation saves. One slot — the context's own
-//! cache — plus the drafter features of the cached positions (bounded by the context
-//! window), so that a drafter conditioned on the target's hidden states still has them.
+//! re-processing it costs more than speculation saves. The context's own cache is the
+//! live slot; a request that would overwrite a conversation of some length first saves
+//! its cells (and the drafter features of its positions) to one of a few saved slots,
+//! least recently used evicted first within a byte budget, so that alternating
+//! conversations each find their history again.
 
 use super::{Finish, FinishReason};
 use crate::draft::Draft;
 use crate::engine::{DraftPolicy, Outcome};
-use crate::llama::Token;
+use crate::llama::{Context, TargetError, Token};
 use crate::sampling::SamplingConfig;
 
-/// What the context's KV cache holds, for the next request.
-#[derive(Debug, Default)]
+/// A conversation worth saving before it is overwritten has at least this many tokens.
+const SAVE_MIN: usize = 64;
+/// Restoring a saved slot pays when it reuses this many more tokens than the live one.
+const SWITCH_MIN: usize = 32;
+
+/// The prompt cache: the live slot (what the context holds) and saved slots.
+#[derive(Debug)]
 pub(super) struct PromptCache {
+    live: Entry,
+    saved: Vec<Saved>,
+    /// Conversations kept in all, the live one included (1: the live one only).
+    slots: usize,
+    /// Bytes the saved slots may take.
+    max_bytes: usize,
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct Saved {
+    entry: Entry,
+    cells: Vec<u8>,
+    used: u64,
+}
+
+impl Saved {
+    fn bytes(&self) -> usize {
+        self.cells.len() + 4 * self.entry.features.len() + 4 * self.entry.tokens.len()
+    }
+}
+
+impl Default for PromptCache {
+    fn default() -> Self {
+        Self::new(1, 0)
+    }
+}
+
+impl PromptCache {
+    /// A cache keeping `slots` conversations (≥ 1: the live one), the saved ones within
+    /// `max_bytes`.
+    pub fn new(slots: usize, max_bytes: usize) -> Self {
+        Self {
+            live: Entry::default(),
+            saved: Vec::new(),
+            slots: slots.max(1),
+            max_bytes,
+            clock: 0,
+        }
+    }
+
+    /// Prepare the context for `prompt`: restore the saved slot that reuses the most of
+    /// it when that beats the live one, saving the live conversation first when it is
+    /// about to be overwritten. Returns how many prompt tokens the context now holds for
+    /// reuse (see [`Entry::reusable`]).
+    pub fn prepare(
+        &mut self,
+        ctx: &mut Context,
+        prompt: &[Token],
+        layers: &[usize],
+        nf: usize,
+    ) -> Result<usize, TargetError> {
+        self.clock += 1;
+        let live = self.live.reusable(prompt, layers, nf);
+        let best = self
+            .saved
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.entry.reusable(prompt, layers, nf)))
+            .max_by_key(|&(_, n)| n);
+        let switch = best.filter(|&(_, n)| n >= live + SWITCH_MIN);
+        // The live conversation is about to be overwritten: keep it.
+        if self.slots > 1
+            && (switch.is_some() || live + SWITCH_MIN < self.live.tokens.len())
+            && self.live.tokens.len() >= SAVE_MIN
+        {
+            let cells = ctx.save_cells();
+            // Switching replaces the live slot; otherwise the context keeps its cells
+            // (the request reuses a prefix of them) and the live slot stays as it is.
+            let entry = if switch.is_some() {
+                std::mem::take(&mut self.live)
+            } else {
+                self.live.clone()
+            };
+            self.saved.push(Saved {
+                entry,
+                cells,
+                used: self.clock,
+            });
+        }
+        let reuse = match switch {
+            Some((i, n)) => {
+                let s = self.saved.swap_remove(i);
+                if let Err(e) = ctx.restore_cells(&s.cells) {
+                    self.live = Entry::default();
+                    return Err(e);
+                }
+                self.live = s.entry;
+                n
+            }
+            None => live,
+        };
+        self.evict();
+        Ok(reuse)
+    }
+
+    /// Drop least recently used saved slots beyond the slot count or the byte budget.
+    fn evict(&mut self) {
+        self.saved.sort_by_key(|s| std::cmp::Reverse(s.used));
+        let mut bytes = 0;
+        let mut keep = 0;
+        for s in &self.saved {
+            if keep + 1 >= self.slots || bytes + s.bytes() > self.max_bytes {
+                break;
+            }
+            bytes += s.bytes();
+            keep += 1;
+        }
+        self.saved.truncate(keep);
+    }
+}
+
+/// What one slot holds: tokens whose KV cells it has, and the drafter features of them.
+#[derive(Debug, Default, Clone)]
+struct Entry {
     /// Tokens whose KV cells the context holds, positions 0.. in order.
     tokens: Vec<Token>,
     /// Feature layers of `features`.
@@ -28,12 +150,12 @@ fn common_prefix(a: &[Token], b: &[Token]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-impl PromptCache {
+impl Entry {
     /// How many leading tokens of `prompt` can be reused by a policy conditioned on
     /// `layers` (`nf` features per position): the common prefix, within the positions
     /// whose features are kept when features are wanted, never the whole prompt (its
     /// last token is decoded for its logits).
-    pub fn reusable(&self, prompt: &[Token], layers: &[usize], nf: usize) -> usize {
+    fn reusable(&self, prompt: &[Token], layers: &[usize], nf: usize) -> usize {
         let mut n = common_prefix(&self.tokens, prompt);
         if !layers.is_empty() {
             n = if layers == self.layers {
@@ -44,11 +166,19 @@ impl PromptCache {
         }
         n.min(prompt.len().saturating_sub(1))
     }
+}
 
-    /// Forget everything (the caller clears the context).
+impl PromptCache {
+    /// How many leading tokens of `prompt` the live slot can give (without switching).
+    #[cfg(test)]
+    fn reusable(&self, prompt: &[Token], layers: &[usize], nf: usize) -> usize {
+        self.live.reusable(prompt, layers, nf)
+    }
+
+    /// Forget the live conversation (the caller clears the context); saved slots stay.
     pub fn forget(&mut self) {
-        self.tokens.clear();
-        self.features.clear();
+        self.live.tokens.clear();
+        self.live.features.clear();
     }
 
     /// Start a request that reuses `reuse` tokens with a policy on `layers`: the kept
@@ -61,14 +191,15 @@ impl PromptCache {
         nf: usize,
         reuse: usize,
     ) -> Recall<'a> {
-        if layers != self.layers || nf != self.nf {
-            self.layers = layers.to_vec();
-            self.nf = nf;
-            self.features.clear();
+        let e = &mut self.live;
+        if layers != e.layers || nf != e.nf {
+            e.layers = layers.to_vec();
+            e.nf = nf;
+            e.features.clear();
         }
         Recall {
             inner: policy,
-            features: &mut self.features,
+            features: &mut e.features,
             nf,
             reuse,
         }
@@ -78,12 +209,13 @@ impl PromptCache {
     /// `prompt + generated`: remember them (the caller cuts the context to the returned
     /// length, dropping any cell past what was committed).
     pub fn end(&mut self, prompt: &[Token], generated: &[Token], kv_len: usize) -> usize {
-        self.tokens.clear();
-        self.tokens.extend_from_slice(prompt);
-        self.tokens.extend_from_slice(generated);
-        self.tokens.truncate(kv_len);
-        let n = self.tokens.len();
-        self.features.truncate(n * self.nf);
+        let e = &mut self.live;
+        e.tokens.clear();
+        e.tokens.extend_from_slice(prompt);
+        e.tokens.extend_from_slice(generated);
+        e.tokens.truncate(kv_len);
+        let n = e.tokens.len();
+        e.features.truncate(n * e.nf);
         n
     }
 }

@@ -15,6 +15,9 @@ use crate::head::OutputHead;
 use crate::session::{DraftSpec, Session};
 use crate::text::Utf8Stream;
 
+/// Memory the saved prompt-cache slots may take (KV cells and drafter features).
+const PROMPT_CACHE_BYTES: usize = 512 << 20;
+
 pub(super) fn spawn(
     session: Session,
     lazy_head: Option<Arc<OutputHead>>,
@@ -34,7 +37,7 @@ fn run(
     status: &EngineStatus,
     jobs: Receiver<Job>,
 ) {
-    let mut cache = PromptCache::default();
+    let mut cache = PromptCache::new(info.prompt_cache_slots, PROMPT_CACHE_BYTES);
     while let Ok(job) = jobs.recv() {
         // A job abandoned while waiting gave its queue slot back then.
         let taken = job.cancel.0.start();
@@ -61,7 +64,7 @@ fn run(
         .unwrap_or_else(|_| Err(ApiError::Generation("internal error (see the log)".into())));
         // Keep the KV cells for the next request, or free them now rather than at the
         // next request's start.
-        if !info.prompt_cache || !matches!(&outcome, Ok(f) if prompt_cache::keepable(f)) {
+        if info.prompt_cache_slots == 0 || !matches!(&outcome, Ok(f) if prompt_cache::keepable(f)) {
             cache.forget();
             session.ctx.clear();
         }
@@ -110,8 +113,10 @@ fn run_job(
     }
     let layers = policy.feature_layers().to_vec();
     let nf = layers.len() * session.model.n_embd();
-    let reuse = if info.prompt_cache && job.cache_prompt {
-        cache.reusable(&job.tokens, &layers, nf)
+    let reuse = if info.prompt_cache_slots > 0 && job.cache_prompt {
+        cache
+            .prepare(&mut session.ctx, &job.tokens, &layers, nf)
+            .map_err(|e| ApiError::Generation(e.to_string()))?
     } else {
         0
     };

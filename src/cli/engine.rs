@@ -51,6 +51,10 @@ pub struct EngineArgs {
     /// request's common prompt prefix (the prompt cache).
     #[arg(long)]
     pub no_prompt_cache: bool,
+    /// Conversations the prompt cache keeps (the live one and saved copies, least
+    /// recently used evicted first).
+    #[arg(long, default_value_t = tandem::api::DEFAULT_PROMPT_CACHE_SLOTS)]
+    pub prompt_cache_slots: usize,
     /// Who computes logits during verification: auto (Tandem's lazy head for large
     /// vocabularies), llama (llama.cpp, every position), lazy (Tandem's, only the positions
     /// acceptance reaches).
@@ -82,7 +86,11 @@ impl EngineArgs {
             .head(self.head)
             .context_size(self.ctx_size)
             .exact(self.exact)
-            .prompt_cache(!self.no_prompt_cache);
+            .prompt_cache_slots(if self.no_prompt_cache {
+                0
+            } else {
+                self.prompt_cache_slots
+            });
         if let Some(t) = self.threads {
             b = b.threads(t);
         }

@@ -369,6 +369,32 @@ impl Context {
         (p + 1).max(0) as usize
     }
 
+    /// A copy of the KV cache's cells (the one sequence), to restore later with
+    /// [`Context::restore_cells`] (a prompt-cache slot).
+    pub fn save_cells(&self) -> Vec<u8> {
+        // SAFETY: valid context; the buffer is as large as llama.cpp says it needs.
+        unsafe {
+            let n = sys::llama_state_seq_get_size(self.ctx, 0);
+            let mut buf = vec![0u8; n];
+            let w = sys::llama_state_seq_get_data(self.ctx, buf.as_mut_ptr(), n, 0);
+            buf.truncate(w);
+            buf
+        }
+    }
+
+    /// Replace the KV cache's cells with ones saved by [`Context::save_cells`] on a
+    /// context of the same model.
+    pub fn restore_cells(&mut self, data: &[u8]) -> Result<()> {
+        self.clear();
+        // SAFETY: valid context; data is valid for its length.
+        let read = unsafe { sys::llama_state_seq_set_data(self.ctx, data.as_ptr(), data.len(), 0) };
+        if read == 0 {
+            self.clear();
+            return Err(TargetError::Restore);
+        }
+        Ok(())
+    }
+
     /// Empty the KV cache.
     pub fn clear(&mut self) {
         // SAFETY: valid context.

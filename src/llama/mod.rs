@@ -91,6 +91,9 @@ pub enum TargetError {
     /// llama.cpp refused to remove KV-cache entries from this position.
     #[error("KV-cache rollback (seq_rm from position {0}) was refused by llama.cpp")]
     Rollback(i32),
+    /// Saved KV cells could not be restored.
+    #[error("llama.cpp could not restore the saved KV cells")]
+    Restore,
     /// Tokenization failed.
     #[error("tokenization failed: {0}")]
     Tokenize(String),
