@@ -380,21 +380,17 @@ pub fn generate(o: &CorpusOptions) -> Result<Corpus, String> {
             ));
         }
         let kind = rng.next_u64() % if passages.is_empty() { 5 } else { 8 };
+        // Template-only kinds: (group name, templates).
+        let simple: [(&str, &[&str]); 4] = [
+            ("chat", CHAT),
+            ("qa", QA),
+            ("code", CODE_ASKS),
+            ("math", MATH),
+        ];
         let (p, group) = match kind {
-            0 => {
-                let (t, g) = pick_template(&mut rng, "chat", CHAT);
-                (fill(t, &mut rng), g)
-            }
-            1 => {
-                let (t, g) = pick_template(&mut rng, "qa", QA);
-                (fill(t, &mut rng), g)
-            }
-            2 => {
-                let (t, g) = pick_template(&mut rng, "code", CODE_ASKS);
-                (fill(t, &mut rng), g)
-            }
-            3 => {
-                let (t, g) = pick_template(&mut rng, "math", MATH);
+            0..=3 => {
+                let (name, xs) = simple[kind as usize];
+                let (t, g) = pick_template(&mut rng, name, xs);
                 (fill(t, &mut rng), g)
             }
             4 => {

@@ -16,89 +16,79 @@ use prometheus_client::registry::Registry;
 
 use super::{AppState, HttpError};
 
-fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
-    let c: Counter = Counter::default();
-    c.inc_by(v);
-    reg.register(name, help, c);
-}
-
-fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
-    let g: Gauge = Gauge::default();
-    g.set(v);
-    reg.register(name, help, g);
-}
-
 pub(super) async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let s = st.engine.status();
     let t = s.totals();
+    let counters: [(&str, &str, u64); 8] = [
+        (
+            "prompt_tokens",
+            "Prompt tokens of finished requests (processed and reused).",
+            t.prompt_tokens,
+        ),
+        (
+            "prompt_tokens_cached",
+            "Prompt tokens reused from the prompt cache.",
+            t.prompt_tokens_cached,
+        ),
+        (
+            "prompt_cache_hits",
+            "Requests that reused cached prompt tokens.",
+            t.prompt_cache_hits,
+        ),
+        (
+            "generation_tokens",
+            "Tokens generated.",
+            t.generation_tokens,
+        ),
+        (
+            "spec_decode_num_draft_tokens",
+            "Draft tokens proposed.",
+            t.draft_tokens,
+        ),
+        (
+            "spec_decode_num_accepted_tokens",
+            "Draft tokens accepted.",
+            t.draft_tokens_accepted,
+        ),
+        (
+            "requests",
+            "Requests finished (cancelled ones included).",
+            s.served() as u64,
+        ),
+        (
+            "requests_cancelled",
+            "Requests cancelled or abandoned by their client.",
+            s.cancelled() as u64,
+        ),
+    ];
+    let gauges: [(&str, &str, i64); 3] = [
+        (
+            "num_requests_waiting",
+            "Requests waiting in the queue.",
+            s.queued() as i64,
+        ),
+        (
+            "num_requests_running",
+            "Requests being generated.",
+            s.busy() as i64,
+        ),
+        (
+            "kv_cache_tokens",
+            "Positions held in the KV cache.",
+            s.kv_tokens() as i64,
+        ),
+    ];
     let mut reg = Registry::with_prefix("tandem");
-    let c = &mut reg;
-    counter(
-        c,
-        "prompt_tokens",
-        "Prompt tokens of finished requests (processed and reused).",
-        t.prompt_tokens,
-    );
-    counter(
-        c,
-        "prompt_tokens_cached",
-        "Prompt tokens reused from the prompt cache.",
-        t.prompt_tokens_cached,
-    );
-    counter(
-        c,
-        "prompt_cache_hits",
-        "Requests that reused cached prompt tokens.",
-        t.prompt_cache_hits,
-    );
-    counter(
-        c,
-        "generation_tokens",
-        "Tokens generated.",
-        t.generation_tokens,
-    );
-    counter(
-        c,
-        "spec_decode_num_draft_tokens",
-        "Draft tokens proposed.",
-        t.draft_tokens,
-    );
-    counter(
-        c,
-        "spec_decode_num_accepted_tokens",
-        "Draft tokens accepted.",
-        t.draft_tokens_accepted,
-    );
-    counter(
-        c,
-        "requests",
-        "Requests finished (cancelled ones included).",
-        s.served() as u64,
-    );
-    counter(
-        c,
-        "requests_cancelled",
-        "Requests cancelled or abandoned by their client.",
-        s.cancelled() as u64,
-    );
-    gauge(
-        c,
-        "num_requests_waiting",
-        "Requests waiting in the queue.",
-        s.queued() as i64,
-    );
-    gauge(
-        c,
-        "num_requests_running",
-        "Requests being generated.",
-        s.busy() as i64,
-    );
-    gauge(
-        c,
-        "kv_cache_tokens",
-        "Positions held in the KV cache.",
-        s.kv_tokens() as i64,
-    );
+    for (name, help, v) in counters {
+        let c: Counter = Counter::default();
+        c.inc_by(v);
+        reg.register(name, help, c);
+    }
+    for (name, help, v) in gauges {
+        let g: Gauge = Gauge::default();
+        g.set(v);
+        reg.register(name, help, g);
+    }
     let mut text = String::new();
     if encode(&mut text, &reg).is_err() {
         return HttpError::bad_request("metrics could not be encoded").into_response();
