@@ -256,14 +256,19 @@ fn bench(a: BenchArgs) -> Result<()> {
         configs.iter().map(|c| c.label()).collect(),
         results,
     );
-    println!("{}\n", report.header());
+    let mut header = report.header();
     if !opts.sampling.is_greedy() {
         let s = &opts.sampling;
-        println!(
-            "sampled (temp {}, top_k {}, top_p {}, seed {}): outputs are samples, \"same output\" is not checked\n",
-            s.temp, s.top_k, s.top_p, s.seed
+        // The report's header says "greedy"; these runs sampled.
+        header = header.replace(
+            "greedy",
+            &format!(
+                "sampled (temp {}, top_k {}, top_p {}, seed {}; outputs are samples, \"same output\" is not checked)",
+                s.temp, s.top_k, s.top_p, s.seed
+            ),
         );
     }
+    println!("{header}\n");
     println!("{}", prompt_table(&report));
     println!("{}", category_table(&report));
     println!("{}", policy_table(&report));
