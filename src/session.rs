@@ -226,13 +226,12 @@ impl Session {
         Ok(m)
     }
 
-    /// A fresh drafter for `spec` (the request's sampling settings come with each draft).
-    pub fn drafter(&mut self, spec: &DraftSpec) -> Result<Box<dyn Drafter>, SessionError> {
+    /// A fresh single drafter for `spec` (the request's sampling settings come with each
+    /// draft). [`Session::drafters`] is the entry point: it expands `Auto` into its drafters.
+    fn drafter(&mut self, spec: &DraftSpec) -> Result<Box<dyn Drafter>, SessionError> {
         Ok(match spec {
             DraftSpec::None => Box::new(NoDrafter),
-            // Auto's first drafter (use `drafters` for all of them).
-            DraftSpec::Auto(c, _) => Box::new(NgramDrafter::new(c.clone())),
-            DraftSpec::Ngram(c) => Box::new(NgramDrafter::new(c.clone())),
+            DraftSpec::Ngram(c) | DraftSpec::Auto(c, _) => Box::new(NgramDrafter::new(c.clone())),
             DraftSpec::Diffusion(d) => {
                 if d.path.as_os_str().is_empty() {
                     return Err(SessionError::NoDrafterFile);

@@ -123,7 +123,7 @@ impl FailFast {
         memory: Arc<Mutex<PolicyMemory>>,
     ) -> Self {
         let mut layers = Vec::new();
-        let slots: Vec<Slot> = drafters
+        let mut slots: Vec<Slot> = drafters
             .into_iter()
             .map(|d| {
                 let costly = !d.feature_layers().is_empty();
@@ -145,6 +145,9 @@ impl FailFast {
                 }
             })
             .collect();
+        // Free drafters first: each round their candidate is the bar a costly drafter must
+        // beat (a stable sort keeps the given order otherwise).
+        slots.sort_by_key(|s| s.costly);
         let name = match slots.len() {
             1 => slots[0].drafter.name().to_string(),
             _ => "auto".to_string(),
@@ -239,12 +242,8 @@ impl DraftPolicy for FailFast {
         let plain = 1.0 / mem.cost.step();
         // (slot, k, expected rate with sunk drafting costs not charged)
         let mut best: (Option<usize>, usize, f64) = (None, 0, plain * MIN_GAIN);
-        // Free drafters first: their candidate is the bar a costly drafter must beat.
-        let order: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| !self.slots[i].costly)
-            .chain((0..self.slots.len()).filter(|&i| self.slots[i].costly))
-            .collect();
-        for i in order {
+        // Slots are in order, free drafters first (see `new`).
+        for i in 0..self.slots.len() {
             let s = &mut self.slots[i];
             let name = s.drafter.name().to_string();
             let dm = mem.drafter(&name, s.evidence).clone();
