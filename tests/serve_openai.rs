@@ -115,6 +115,11 @@ fn openai_client_gets_what_generate_prints() {
     let plain = &out["no_speculation"];
     assert_eq!(plain["text"], out["chat"][0]["text"]);
     assert_eq!(plain["timings"]["draft_n"], 0, "{plain}");
+    // tandem.draft / tandem.policy: that drafter and policy, the same answer.
+    let nf = &out["ngram_fixed"];
+    assert_eq!(nf["text"], out["chat"][0]["text"]);
+    assert_eq!(nf["tandem"]["drafter"], "ngram", "{nf}");
+    assert_eq!(nf["tandem"]["policy"], "fixed", "{nf}");
 
     let e = &out["errors"];
     for (case, status, kind) in [

@@ -202,6 +202,8 @@ struct Job {
     sampling: SamplingConfig,
     stop: Vec<String>,
     speculation: Speculation,
+    /// The drafter (the engine's, or the request's choice among its drafters).
+    draft: DraftSpec,
     cache_prompt: bool,
     tx: channel::Sender<Event>,
     cancel: CancelHandle,
@@ -268,6 +270,10 @@ impl Engine {
                 n_ctx: self.info.n_ctx,
             });
         }
+        let draft = req
+            .speculation
+            .resolve_draft(&self.info.draft)
+            .map_err(ApiError::BadRequest)?;
         let jobs = self.jobs.as_ref().ok_or(ApiError::EngineGone)?;
         // Reserve a queue slot (refuse when full).
         let reserved = self
@@ -291,6 +297,7 @@ impl Engine {
                 .unwrap_or_else(|| self.info.sampling.clone()),
             stop: req.stop.clone(),
             speculation: req.speculation.clone(),
+            draft,
             cache_prompt: req.cache_prompt,
             tx,
             cancel: cancel.clone(),

@@ -2,6 +2,7 @@
 //! many tokens, how to sample, where to stop.
 
 use crate::sampling::SamplingConfig;
+use crate::session::DraftSpec;
 
 use super::ApiError;
 
@@ -119,6 +120,38 @@ pub struct Speculation {
     /// The diffusion drafter's confidence cut: its draft ends at the first position whose
     /// top probability is below this (`speculative.p_min`, in [0, 1]).
     pub p_min: Option<f32>,
+    /// Tandem's own: which of the engine's drafters to use (`none`, `ngram`, `diffusion`,
+    /// `auto`), parsed as `--draft` is; the diffusion drafter only where the engine has one.
+    pub draft: Option<String>,
+    /// Tandem's own: the draft policy (`failfast` or `fixed`).
+    pub policy: Option<crate::engine::PolicyKind>,
+}
+
+impl Speculation {
+    /// The drafter this request uses, given the engine's (`engine`, its files resolved):
+    /// the engine's own, or a subset of what it loaded.
+    pub fn resolve_draft(&self, engine: &DraftSpec) -> Result<DraftSpec, String> {
+        let Some(name) = &self.draft else {
+            return Ok(engine.clone());
+        };
+        let asked: DraftSpec = name.parse()?;
+        let (ngram, diffusion) = match engine {
+            DraftSpec::Auto(n, d) => (n.clone(), Some(d.clone())),
+            DraftSpec::Diffusion(d) => (Default::default(), Some(d.clone())),
+            DraftSpec::Ngram(n) => (n.clone(), None),
+            DraftSpec::None => (Default::default(), None),
+        };
+        // An Auto without a file is the n-gram drafter alone.
+        let diffusion = diffusion.filter(|d| !d.path.as_os_str().is_empty());
+        Ok(match asked {
+            DraftSpec::None => DraftSpec::None,
+            DraftSpec::Ngram(_) => DraftSpec::Ngram(ngram),
+            DraftSpec::Diffusion(_) => DraftSpec::Diffusion(diffusion.ok_or_else(|| {
+                "this engine has no diffusion drafter (start it with one to ask for it)".to_string()
+            })?),
+            DraftSpec::Auto(..) => DraftSpec::Auto(ngram, diffusion.unwrap_or_default()),
+        })
+    }
 }
 
 impl Speculation {
@@ -281,5 +314,45 @@ pub fn check_draft_max(k: usize) -> Result<(), String> {
             "draft max (--draft-max) must be between 1 and {} (got {k})",
             super::MAX_DRAFT
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::draft::NgramConfig;
+    use crate::session::DiffusionSpec;
+
+    #[test]
+    fn a_request_picks_among_the_engines_drafters() {
+        let file = DiffusionSpec {
+            path: "d.gguf".into(),
+            p_min: 0.0,
+        };
+        let auto = DraftSpec::Auto(NgramConfig::default(), file.clone());
+        let pick = |d: &str, engine: &DraftSpec| {
+            Speculation {
+                draft: Some(d.into()),
+                ..Default::default()
+            }
+            .resolve_draft(engine)
+        };
+        assert_eq!(pick("none", &auto).unwrap(), DraftSpec::None);
+        assert_eq!(
+            pick("ngram", &auto).unwrap(),
+            DraftSpec::Ngram(NgramConfig::default())
+        );
+        assert_eq!(
+            pick("diffusion", &auto).unwrap(),
+            DraftSpec::Diffusion(file)
+        );
+        let ngram_only = DraftSpec::Ngram(NgramConfig::default());
+        assert!(
+            pick("diffusion", &ngram_only)
+                .unwrap_err()
+                .contains("no diffusion drafter")
+        );
+        assert!(pick("magic", &auto).is_err());
+        assert_eq!(Speculation::default().resolve_draft(&auto).unwrap(), auto);
     }
 }

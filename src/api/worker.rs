@@ -98,15 +98,24 @@ fn run_job(
     let gen_err = |e: crate::session::SessionError| ApiError::Generation(e.to_string());
     // The request's speculation settings over the engine's.
     let sp = &job.speculation;
-    let draft_max = sp.n_max.unwrap_or(info.draft_max);
-    let mut draft = info.draft.clone();
+    let draft_max = sp.n_max.unwrap_or(if info.draft_max > 0 {
+        info.draft_max
+    } else {
+        crate::api::DEFAULT_DRAFT_MAX
+    });
+    let mut draft = job.draft.clone();
     if let Some(p) = sp.p_min
         && let DraftSpec::Diffusion(d) | DraftSpec::Auto(_, d) = &mut draft
     {
         d.p_min = p;
     }
     let mut policy = session
-        .policy(&draft, info.policy, lazy_head.as_ref(), draft_max)
+        .policy(
+            &draft,
+            sp.policy.unwrap_or(info.policy),
+            lazy_head.as_ref(),
+            draft_max,
+        )
         .map_err(gen_err)?;
     if let Some(n) = sp.n_min.filter(|&n| n > 1) {
         policy = Box::new(MinDraft::new(policy, n));
@@ -176,8 +185,8 @@ fn run_job(
         prompt_tokens: job.tokens.len(),
         cached_tokens: reuse,
         completion_tokens: g.tokens.len(),
-        drafter: info.draft.name(),
-        policy: info.policy.name(),
+        drafter: job.draft.name(),
+        policy: sp.policy.unwrap_or(info.policy).name(),
         stats: g.stats,
     })
 }

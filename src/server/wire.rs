@@ -68,6 +68,12 @@ pub struct Body {
     /// llama-server's `speculative.p_min`: the diffusion drafter's confidence cut.
     #[serde(rename = "speculative.p_min")]
     pub spec_p_min: Option<f32>,
+    /// Tandem's own: which of the server's drafters (`none`, `ngram`, `diffusion`, `auto`).
+    #[serde(rename = "tandem.draft")]
+    pub tandem_draft: Option<String>,
+    /// Tandem's own: the draft policy (`failfast`, `fixed`).
+    #[serde(rename = "tandem.policy")]
+    pub tandem_policy: Option<String>,
 }
 
 /// One chat message as sent.
@@ -186,7 +192,18 @@ impl Body {
             n_max: count("speculative.n_max", self.spec_n_max)?,
             n_min: count("speculative.n_min", self.spec_n_min)?,
             p_min: self.spec_p_min,
+            draft: self.tandem_draft.clone(),
+            policy: self
+                .tandem_policy
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e: String| HttpError::bad_request(format!("tandem.policy: {e}")))?,
         };
+        if let Some(d) = &speculation.draft {
+            d.parse::<crate::session::DraftSpec>()
+                .map_err(|e| HttpError::bad_request(format!("tandem.draft: {e}")))?;
+        }
         speculation.validate().map_err(HttpError::bad_request)?;
         Ok(Request {
             prompt,
@@ -463,6 +480,14 @@ mod tests {
                 json!({"prompt": "x", "speculative.p_min": 1.5}),
                 Endpoint::Completions,
             ),
+            (
+                json!({"prompt": "x", "tandem.draft": "magic"}),
+                Endpoint::Completions,
+            ),
+            (
+                json!({"prompt": "x", "tandem.policy": "greedy"}),
+                Endpoint::Completions,
+            ),
         ] {
             let err = parse(body.clone(), e).expect_err(&body.to_string());
             assert_eq!(err.status, 400, "{body}");
@@ -481,7 +506,8 @@ mod tests {
             api::Speculation {
                 n_max: Some(0),
                 n_min: Some(0),
-                p_min: Some(0.4)
+                p_min: Some(0.4),
+                ..Default::default()
             }
         );
         let r = parse(json!({"prompt": "x"}), Endpoint::Completions).unwrap();

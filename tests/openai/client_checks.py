@@ -76,6 +76,11 @@ r = client.chat.completions.create(model=model, messages=[{"role": "user", "cont
                                    extra_body={"speculative.n_max": 0})
 out["no_speculation"] = {"text": r.choices[0].message.content,
                          "timings": (r.model_extra or {}).get("timings")}
+# Tandem's own per-request choice of drafter and policy.
+r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompts[0]}],
+                                   max_tokens=max_tokens, temperature=0,
+                                   extra_body={"tandem.draft": "ngram", "tandem.policy": "fixed"})
+out["ngram_fixed"] = {"text": r.choices[0].message.content, "tandem": (r.model_extra or {}).get("tandem")}
 
 # Errors come back as the client's typed exceptions.
 def error_of(fn):
