@@ -16,110 +16,11 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
+use common::parity::check;
 use tandem::draft::diffusion::fixture::{FixtureOptions, write_random_dflash};
 use tandem::draft::diffusion::{DflashModel, DiffusionError};
 use tandem::gguf::GgmlType;
-use tandem::llama::{LlamaDflash, Model, Outputs, Token};
-
-/// Allowed max |Δ| relative to the largest |logit| of the row, per weight type (see above).
-fn tol(t: GgmlType) -> f32 {
-    match t {
-        GgmlType::F16 => 5e-3,
-        GgmlType::Bf16 => 1e-2,
-        _ => 2e-3,
-    }
-}
-
-fn features(model: &Arc<Model>, layers: &[usize], tokens: &[Token]) -> Vec<f32> {
-    let mut ctx = common::context(model, 1024);
-    ctx.set_feature_layers(layers).unwrap();
-    ctx.decode(tokens, 0, Outputs::Last).unwrap();
-    let mut f = Vec::new();
-    ctx.features_into(0..tokens.len(), &mut f).unwrap();
-    f
-}
-
-fn argmax(v: &[f32]) -> usize {
-    let mut b = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[b] {
-            b = i;
-        }
-    }
-    b
-}
-
-/// Compare both implementations on several contexts of one target.
-fn check(name: &str, wtype: GgmlType) {
-    let _g = common::exclusive();
-    let model = common::model(name, false);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("drafter.gguf");
-    write_random_dflash(
-        Path::new(model.path()),
-        &path,
-        &FixtureOptions {
-            wtype,
-            // Three taps, as the shipped drafter: the tolerances above were measured with
-            // them (five taps double fc's inputs and, with random F16 weights, its
-            // rounding: 5e-3 of the scale at worst).
-            target_layers: vec![1, model.n_layer() / 2, model.n_layer() - 2],
-            ..FixtureOptions::default()
-        },
-    )
-    .unwrap();
-    let head = common::head(&model);
-    let ours = DflashModel::load(&path, &model, || Some(head.clone()), 2).unwrap();
-    let mut theirs = LlamaDflash::open(&path, model.clone(), 1024, 2, true).unwrap();
-    assert_eq!(theirs.n_features(), ours.n_features());
-    let layers = ours.cfg.target_layers.clone();
-
-    let mut worst = 0.0f32;
-    let mut positions = 0;
-    for (pi, prompt) in common::PROMPTS.iter().take(3).enumerate() {
-        let toks = common::prompt_tokens(&model, prompt);
-        let feats = features(&model, &layers, &toks);
-        let nf = ours.n_features();
-        // Inject in two steps (the cache grows as rounds commit) and draft after each.
-        let split = toks.len() / 2 + pi;
-        let mut cache = ours.new_cache();
-        theirs.clear();
-        for (from, to) in [(0, split), (split, toks.len())] {
-            ours.inject(&mut cache, &feats[from * nf..to * nf]);
-            theirs.inject(&feats[from * nf..to * nf], from).unwrap();
-            let n = 16;
-            let last = toks[to - 1];
-            let mut block = vec![ours.cfg.mask_token; n];
-            block[0] = last;
-            let mut a = Vec::new();
-            ours.draft_logits(&cache, last, n, &mut a);
-            let mut b = Vec::new();
-            theirs.block(&block, to, Some(&mut b)).unwrap();
-            assert_eq!(a.len(), n - 1);
-            assert_eq!(b.len(), n - 1);
-            for (i, (ra, rb)) in a.iter().zip(&b).enumerate() {
-                let scale = rb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let diff = ra
-                    .iter()
-                    .zip(rb)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0.0f32, f32::max);
-                worst = worst.max(diff / scale);
-                assert!(
-                    diff <= tol(wtype) * scale,
-                    "{name} {wtype:?} prompt {pi} ctx {to} row {i}: max |diff| {diff} vs scale {scale}"
-                );
-                assert_eq!(
-                    argmax(ra),
-                    argmax(rb),
-                    "{name} {wtype:?} prompt {pi} ctx {to} row {i}: argmax differs"
-                );
-                positions += 1;
-            }
-        }
-    }
-    eprintln!("{name} {wtype:?}: {positions} positions, worst |diff|/scale = {worst:.2e}");
-}
+use tandem::llama::Model;
 
 #[test]
 fn smollm2_f16_drafter_matches_llama_cpp() {
@@ -195,5 +96,46 @@ fn bad_drafter_files_are_refused_with_clear_errors() {
                 || s.contains("not a GGUF"),
             "cut at {cut}: {s}"
         );
+    }
+}
+
+/// Targets as users download them: the drafter shares their embeddings and head in
+/// whatever type llama.cpp's quantiser chose. SmolLM2 re-quantised as q4_k_m keeps Q8_0
+/// shared tensors (576 is not a multiple of 256, so Q6_K falls back to Q8_0), with
+/// `--output-tensor-type q4_0` they are Q4_0; the 256-wide random llama re-quantised as
+/// q4_k_m has a Q6_K head and Q4_K embeddings, as q4_0 a Q6_K head and Q4_0 embeddings.
+#[test]
+fn drafter_matches_llama_cpp_on_quantized_targets() {
+    use common::quant::{quantized, shared_types, synthetic};
+    let cases = [
+        (
+            quantized("smollm2-135m", "q4_k_m", None),
+            (GgmlType::Q8_0, GgmlType::Q8_0),
+        ),
+        (
+            quantized("smollm2-135m", "q4_0", Some(GgmlType::Q4_0)),
+            (GgmlType::Q4_0, GgmlType::Q4_0),
+        ),
+        (synthetic("q4_k_m"), (GgmlType::Q6K, GgmlType::Q4K)),
+        (synthetic("q4_0"), (GgmlType::Q6K, GgmlType::Q4_0)),
+    ];
+    for (path, types) in cases {
+        assert_eq!(shared_types(&path), types, "{path}: (head, embeddings)");
+        check(&path, GgmlType::F16);
+    }
+}
+
+/// Drafters quantized to save memory: their own matrices in Q4_0 and the K-quants (on
+/// SmolLM2 a K-quant falls back per matrix where rows are 576 wide, as llama.cpp's
+/// quantiser does, leaving the 1,536-wide ffn_down in the K-quant; on the 256-wide random
+/// llama every matrix is in the K-quant).
+#[test]
+fn quantized_drafters_match_llama_cpp() {
+    for wtype in [GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        check("smollm2-135m", wtype);
+    }
+    let k = common::quant::synthetic("q4_k_m");
+    for wtype in [GgmlType::Q4K, GgmlType::Q6K] {
+        check(&k, wtype);
     }
 }

@@ -58,9 +58,16 @@ enum Cmd {
         model: String,
         #[arg(short = 'o', long)]
         out: PathBuf,
-        /// q2_k, q3_k_s, q4_0 or q8_0.
-        #[arg(long = "type", default_value = "q2_k")]
+        /// File type, by llama-quantize's names: q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q2_k_s,
+        /// q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, f16, bf16, f32.
+        #[arg(long = "type", default_value = "q4_k_m")]
         ty: String,
+        /// Tensor type of the output head (and tied embeddings), e.g. q6_k, q8_0, f16.
+        #[arg(long)]
+        output_tensor_type: Option<String>,
+        /// Tensor type of untied token embeddings.
+        #[arg(long)]
+        token_embedding_type: Option<String>,
         #[arg(short = 't', long)]
         threads: Option<i32>,
     },
@@ -73,7 +80,8 @@ enum Cmd {
         /// Output GGUF.
         #[arg(short = 'o', long)]
         out: PathBuf,
-        /// Weight type: f32, f16, bf16 or q8_0.
+        /// Weight type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k,
+        /// q6_k (a K-quant falls back per matrix where rows are not whole super-blocks).
         #[arg(long, default_value = "f16")]
         wtype: String,
         /// Drafter layers.
@@ -132,14 +140,29 @@ fn run(cli: Cli) -> Result<()> {
             model,
             out,
             ty,
+            output_tensor_type,
+            token_embedding_type,
             threads,
         } => {
+            let tensor_type = |s: Option<String>| -> Result<Option<tandem::gguf::GgmlType>> {
+                s.map(|s| {
+                    tandem::gguf::GgmlType::from_name(&s)
+                        .filter(|t| !matches!(t, tandem::gguf::GgmlType::I32 | tandem::gguf::GgmlType::I64))
+                        .ok_or_else(|| anyhow::anyhow!("unknown tensor type '{s}' (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k … q6_k)"))
+                })
+                .transpose()
+            };
+            let over = tandem::llama::QuantOverrides {
+                output: tensor_type(output_tensor_type)?,
+                token_embd: tensor_type(token_embedding_type)?,
+            };
             let input = models::resolve(&model)?;
-            tandem::llama::quantize(
+            tandem::llama::quantize_with(
                 &input,
                 &out,
                 &ty,
                 threads.unwrap_or_else(tandem::llama::default_threads),
+                over,
             )?;
             eprintln!("wrote {} ({ty})", out.display());
             Ok(())
@@ -153,12 +176,11 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             use tandem::draft::diffusion::fixture::{FixtureOptions, write_random_dflash};
             use tandem::gguf::GgmlType;
-            let wtype = match wtype.to_ascii_lowercase().as_str() {
-                "f32" => GgmlType::F32,
-                "f16" => GgmlType::F16,
-                "bf16" => GgmlType::Bf16,
-                "q8_0" => GgmlType::Q8_0,
-                o => bail!("unknown --wtype '{o}' (f32, f16, bf16, q8_0)"),
+            let wtype = match GgmlType::from_name(&wtype) {
+                Some(t) if !matches!(t, GgmlType::I32 | GgmlType::I64) => t,
+                _ => bail!(
+                    "unknown --wtype '{wtype}' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k … q6_k)"
+                ),
             };
             if !(1..=64).contains(&layers) {
                 bail!("--layers must be in 1..=64");

@@ -1,6 +1,8 @@
 //! GGUF files: a small reader (metadata, tensor directory, tensor bytes; every length
-//! checked) and a writer (metadata, F32/F16/BF16/Q8_0 tensors).
+//! checked), a writer (metadata, tensors of any type ggml quantizes) and a random-weight
+//! llama target for tests (`fixture`).
 
+pub mod fixture;
 mod header;
 mod read;
 mod types;

@@ -79,6 +79,56 @@ impl GgmlType {
         }
     }
 
+    /// The name ggml gives this type (`ggml_type_name`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::F16 => "F16",
+            Self::Q4_0 => "Q4_0",
+            Self::Q4_1 => "Q4_1",
+            Self::Q5_0 => "Q5_0",
+            Self::Q5_1 => "Q5_1",
+            Self::Q8_0 => "Q8_0",
+            Self::Q2K => "Q2_K",
+            Self::Q3K => "Q3_K",
+            Self::Q4K => "Q4_K",
+            Self::Q5K => "Q5_K",
+            Self::Q6K => "Q6_K",
+            Self::I32 => "I32",
+            Self::I64 => "I64",
+            Self::Bf16 => "BF16",
+        }
+    }
+
+    /// The type named `name` (as [`GgmlType::name`], any case).
+    pub fn from_name(name: &str) -> Option<Self> {
+        (0..=30)
+            .filter_map(Self::from_id)
+            .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The type llama.cpp's quantiser stores a matrix with rows of `cols` values in when
+    /// `self` was asked for (`tensor_type_fallback` in `src/llama-quant.cpp`): a K-quant
+    /// needs whole 256-value super-blocks and falls back to a 32-block type, and a row that
+    /// is not whole 32-blocks either is stored as F16.
+    pub fn fallback_for(self, cols: usize) -> Self {
+        if cols.is_multiple_of(self.block().0) {
+            return self;
+        }
+        let t = match self {
+            Self::Q2K | Self::Q3K => Self::Q4_0,
+            Self::Q4K => Self::Q5_0,
+            Self::Q5K => Self::Q5_1,
+            Self::Q6K => Self::Q8_0,
+            other => other,
+        };
+        if cols.is_multiple_of(t.block().0) {
+            t
+        } else {
+            Self::F16
+        }
+    }
+
     /// (elements per block, bytes per block).
     pub fn block(self) -> (usize, usize) {
         match self {

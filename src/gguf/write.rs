@@ -102,7 +102,8 @@ impl GgufWriter {
                 }
                 b
             }
-            other => panic!("tensor_f32 cannot store {other:?}"),
+            other => crate::kernels::ggml::quantize(other, data, dims[0] as usize)
+                .unwrap_or_else(|| panic!("{name}: cannot store {dims:?} as {other:?}")),
         };
         self.tensor_raw(name, dims, ty, bytes);
     }

@@ -6,11 +6,14 @@
 //! the target's decode stops after the final norm (see `Outputs::Hidden`) and the engine
 //! asks this module for logits (or just the argmax) position by position, only as far as
 //! the draft survives. Each weight block is loaded once per group of positions, and the
-//! arithmetic reproduces ggml's bit for bit (see `q8`).
+//! arithmetic reproduces ggml's bit for bit: Q8_0 heads on Tandem's own kernel (see `q8`),
+//! every other type (F16, BF16, F32, Q4_0…Q5_1, the K-quants) on ggml's own `vec_dot`
+//! through its type traits (see `kernels::ggml`), row by row as llama.cpp's `mul_mat` does.
 
 use std::path::Path;
 
 use crate::gguf::{GgmlType, Gguf, GgufError};
+use crate::kernels::ggml::{Activation, AlignedBytes, TypeKernels};
 use crate::kernels::q8::{self, Q8Rows, QK};
 use crate::llama::Token;
 
@@ -23,8 +26,10 @@ pub enum HeadError {
     /// The GGUF has neither `output.weight` nor `token_embd.weight`.
     #[error("{0}: no output head tensor (output.weight or token_embd.weight)")]
     NoHead(String),
-    /// The head is stored in a type other than Q8_0.
-    #[error("{path}: output head is {ty:?}; the lazy head supports Q8_0 only")]
+    /// The head is stored in a type the lazy head cannot compute.
+    #[error(
+        "{path}: output head is {ty:?}, which the lazy head cannot compute for rows of this width"
+    )]
     UnsupportedType {
         /// The model file's path.
         path: String,
@@ -57,12 +62,29 @@ pub enum HeadError {
     },
 }
 
-/// The output projection, held in Q8_0 as the model stores it.
+/// The head's rows as the model stores them.
+enum Weights {
+    /// Q8_0 on Tandem's kernel (many positions per loaded block).
+    Q8 { w: Q8Rows, nb: usize },
+    /// Any other type, on ggml's kernels.
+    Ggml {
+        k: TypeKernels,
+        w: AlignedBytes,
+        row_bytes: usize,
+    },
+}
+
+/// Hidden states prepared for the head's weight type.
+enum Prepared {
+    Q8(Vec<Q8Rows>),
+    Ggml(Vec<Activation>),
+}
+
+/// The output projection, held as the model stores it.
 pub struct OutputHead {
     n_embd: usize,
     n_vocab: usize,
-    nb: usize,
-    w: Q8Rows,
+    w: Weights,
     softcap: Option<f32>,
     pool: crate::kernels::par::Pool,
 }
@@ -134,14 +156,30 @@ impl OutputHead {
             });
         }
         let (ty, bytes) = g.read_tensor(name)?;
-        if ty != GgmlType::Q8_0 {
-            return Err(HeadError::UnsupportedType { path: p, ty });
-        }
+        let w = if ty == GgmlType::Q8_0 {
+            Weights::Q8 {
+                w: q8::from_ggml_blocks(&bytes),
+                nb: n_embd / QK,
+            }
+        } else {
+            let k = TypeKernels::new(ty)
+                .filter(|_| ty != GgmlType::I32 && ty != GgmlType::I64)
+                .ok_or_else(|| HeadError::UnsupportedType {
+                    path: p.clone(),
+                    ty,
+                })?;
+            let row_bytes = k.row_bytes(n_embd).filter(|rb| rb * n_vocab == bytes.len());
+            let row_bytes = row_bytes.ok_or(HeadError::UnsupportedType { path: p, ty })?;
+            Weights::Ggml {
+                k,
+                w: AlignedBytes::from_slice(&bytes),
+                row_bytes,
+            }
+        };
         Ok(Self {
             n_embd,
             n_vocab,
-            nb: n_embd / QK,
-            w: q8::from_ggml_blocks(&bytes),
+            w,
             softcap,
             pool: crate::kernels::par::Pool::new(threads),
         })
@@ -152,16 +190,52 @@ impl OutputHead {
         self.n_vocab
     }
 
-    fn quantize(&self, hidden: &[&[f32]]) -> Vec<Q8Rows> {
-        hidden
-            .iter()
-            .map(|h| {
-                assert_eq!(h.len(), self.n_embd, "hidden state width");
-                let mut q = Q8Rows::default();
-                q8::quantize_row(h, &mut q);
-                q
-            })
-            .collect()
+    /// The weight type (reports, `--head auto`).
+    pub fn ty_name(&self) -> &'static str {
+        match &self.w {
+            Weights::Q8 { .. } => "Q8_0",
+            Weights::Ggml { k, .. } => k.ty().name(),
+        }
+    }
+
+    fn prepare(&self, hidden: &[&[f32]]) -> Prepared {
+        for h in hidden {
+            assert_eq!(h.len(), self.n_embd, "hidden state width");
+        }
+        match &self.w {
+            Weights::Q8 { .. } => Prepared::Q8(
+                hidden
+                    .iter()
+                    .map(|h| {
+                        let mut q = Q8Rows::default();
+                        q8::quantize_row(h, &mut q);
+                        q
+                    })
+                    .collect(),
+            ),
+            Weights::Ggml { k, .. } => {
+                Prepared::Ggml(hidden.iter().map(|h| k.quantize_activation(h)).collect())
+            }
+        }
+    }
+
+    /// `out[j] = row r · x_j` for every prepared hidden state.
+    #[inline]
+    fn dot_row(&self, r: usize, xs: &Prepared, q8refs: &[&Q8Rows], out: &mut [f32]) {
+        match (&self.w, xs) {
+            (Weights::Q8 { w, nb }, _) => {
+                let qs = &w.qs[r * self.n_embd..(r + 1) * self.n_embd];
+                let d = &w.d[r * nb..(r + 1) * nb];
+                q8::dot_row(qs, d, q8refs, out);
+            }
+            (Weights::Ggml { k, w, row_bytes }, Prepared::Ggml(acts)) => {
+                let row = &w.as_ref()[r * row_bytes..(r + 1) * row_bytes];
+                for (o, x) in out.iter_mut().zip(acts) {
+                    *o = k.dot(row, x);
+                }
+            }
+            (Weights::Ggml { .. }, Prepared::Q8(_)) => unreachable!("prepared for this head"),
+        }
     }
 
     #[inline]
@@ -183,16 +257,17 @@ impl OutputHead {
     /// Greedy tokens (first index of the maximum) and their logits for each hidden state,
     /// without materialising the logit vectors.
     pub fn argmax(&self, hidden: &[&[f32]]) -> Vec<(Token, f32)> {
-        let xs = self.quantize(hidden);
-        let refs: Vec<&Q8Rows> = xs.iter().collect();
-        let m = refs.len();
+        let xs = self.prepare(hidden);
+        let refs: Vec<&Q8Rows> = match &xs {
+            Prepared::Q8(q) => q.iter().collect(),
+            Prepared::Ggml(_) => Vec::new(),
+        };
+        let m = hidden.len();
         let parts = self.par_rows(|lo, hi| {
             let mut best = vec![(0usize, f32::NEG_INFINITY); m];
             let mut out = vec![0.0f32; m];
             for r in lo..hi {
-                let qs = &self.w.qs[r * self.n_embd..(r + 1) * self.n_embd];
-                let d = &self.w.d[r * self.nb..(r + 1) * self.nb];
-                q8::dot_row(qs, d, &refs, &mut out);
+                self.dot_row(r, &xs, &refs, &mut out);
                 for (b, &v) in best.iter_mut().zip(&out) {
                     if v > b.1 {
                         *b = (r, v);
@@ -229,9 +304,12 @@ impl OutputHead {
     }
 
     fn logits_with(&self, hidden: &[&[f32]], out: &mut [Vec<f32>], cap: bool) {
-        let xs = self.quantize(hidden);
-        let refs: Vec<&Q8Rows> = xs.iter().collect();
-        let m = refs.len();
+        let xs = self.prepare(hidden);
+        let refs: Vec<&Q8Rows> = match &xs {
+            Prepared::Q8(q) => q.iter().collect(),
+            Prepared::Ggml(_) => Vec::new(),
+        };
+        let m = hidden.len();
         // Each task fills its vocabulary range of every output row in place: no temporary
         // copy of the logits (tens of MB for a large vocabulary: fresh pages cost more than
         // the copy itself).
@@ -251,9 +329,7 @@ impl OutputHead {
             let lo = ranges[i].start;
             let mut tmp = vec![0.0f32; m];
             for r in ranges[i].clone() {
-                let qs = &self.w.qs[r * self.n_embd..(r + 1) * self.n_embd];
-                let d = &self.w.d[r * self.nb..(r + 1) * self.nb];
-                q8::dot_row(qs, d, &refs, &mut tmp);
+                self.dot_row(r, &xs, &refs, &mut tmp);
                 for (row, &v) in rows.iter_mut().zip(&tmp) {
                     row[r - lo] = if cap { self.cap(v) } else { v };
                 }

@@ -17,7 +17,7 @@ pub use backend::init_backend;
 pub use baseline::{LlamaDflash, LlamaSpecStats, llama_spec_generate};
 pub use context::{Context, ContextParams, Outputs, default_threads};
 pub use model::{Model, ModelParams};
-pub use quantize::{QUANT_TYPES, quantize};
+pub use quantize::{QUANT_TYPES, QuantOverrides, quantize, quantize_with};
 
 /// A token id in the target's vocabulary.
 pub type Token = i32;

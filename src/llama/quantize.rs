@@ -1,6 +1,8 @@
-//! Re-quantising a GGUF through llama.cpp's own quantiser (`llama_model_quantize`), e.g. a
-//! weaker low-bit copy of a model with the same vocabulary (an "amateur" for contrastive
-//! decoding).
+//! Re-quantising a GGUF through llama.cpp's own quantiser (`llama_model_quantize`): the
+//! file types `llama-quantize` offers (`q4_k_m`, `q6_k`, …), optionally with the output head
+//! and the token embeddings in a chosen tensor type (as its `--output-tensor-type` and
+//! `--token-embedding-type`). Used for test targets in the quant types users download and
+//! for weaker "amateur" copies in contrastive decoding.
 
 use std::ffi::CString;
 use std::path::Path;
@@ -9,16 +11,51 @@ use llama_cpp_sys_2 as sys;
 
 use super::{Result, TargetError, init_backend};
 
-/// Quantisation types offered (llama.cpp's `LLAMA_FTYPE_MOSTLY_*`).
+/// File types offered, by `llama-quantize`'s names (llama.cpp's `LLAMA_FTYPE_*`).
 pub const QUANT_TYPES: &[(&str, u32)] = &[
-    ("q2_k", sys::LLAMA_FTYPE_MOSTLY_Q2_K),
-    ("q3_k_s", sys::LLAMA_FTYPE_MOSTLY_Q3_K_S),
     ("q4_0", sys::LLAMA_FTYPE_MOSTLY_Q4_0),
+    ("q4_1", sys::LLAMA_FTYPE_MOSTLY_Q4_1),
+    ("q5_0", sys::LLAMA_FTYPE_MOSTLY_Q5_0),
+    ("q5_1", sys::LLAMA_FTYPE_MOSTLY_Q5_1),
     ("q8_0", sys::LLAMA_FTYPE_MOSTLY_Q8_0),
+    ("q2_k", sys::LLAMA_FTYPE_MOSTLY_Q2_K),
+    ("q2_k_s", sys::LLAMA_FTYPE_MOSTLY_Q2_K_S),
+    ("q3_k_s", sys::LLAMA_FTYPE_MOSTLY_Q3_K_S),
+    ("q3_k_m", sys::LLAMA_FTYPE_MOSTLY_Q3_K_M),
+    ("q3_k_l", sys::LLAMA_FTYPE_MOSTLY_Q3_K_L),
+    ("q4_k_s", sys::LLAMA_FTYPE_MOSTLY_Q4_K_S),
+    ("q4_k_m", sys::LLAMA_FTYPE_MOSTLY_Q4_K_M),
+    ("q5_k_s", sys::LLAMA_FTYPE_MOSTLY_Q5_K_S),
+    ("q5_k_m", sys::LLAMA_FTYPE_MOSTLY_Q5_K_M),
+    ("q6_k", sys::LLAMA_FTYPE_MOSTLY_Q6_K),
+    ("f16", sys::LLAMA_FTYPE_MOSTLY_F16),
+    ("bf16", sys::LLAMA_FTYPE_MOSTLY_BF16),
+    ("f32", sys::LLAMA_FTYPE_ALL_F32),
 ];
+
+/// Tensor types forced for the shared tensors (`None`: llama.cpp's choice for the file
+/// type).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuantOverrides {
+    /// `output.weight` (and tied token embeddings), as `--output-tensor-type`.
+    pub output: Option<crate::gguf::GgmlType>,
+    /// `token_embd.weight` of untied models, as `--token-embedding-type`.
+    pub token_embd: Option<crate::gguf::GgmlType>,
+}
 
 /// Write `input` re-quantised as `ty` (a name from [`QUANT_TYPES`]) to `output`.
 pub fn quantize(input: &Path, output: &Path, ty: &str, threads: i32) -> Result<()> {
+    quantize_with(input, output, ty, threads, QuantOverrides::default())
+}
+
+/// [`quantize`] with the shared tensors' types forced.
+pub fn quantize_with(
+    input: &Path,
+    output: &Path,
+    ty: &str,
+    threads: i32,
+    over: QuantOverrides,
+) -> Result<()> {
     let ftype = QUANT_TYPES
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(ty))
@@ -48,6 +85,12 @@ pub fn quantize(input: &Path, output: &Path, ty: &str, threads: i32) -> Result<(
         p.nthread = threads;
         p.ftype = ftype;
         p.allow_requantize = true;
+        if let Some(t) = over.output {
+            p.output_tensor_type = t.id() as sys::ggml_type;
+        }
+        if let Some(t) = over.token_embd {
+            p.token_embedding_type = t.id() as sys::ggml_type;
+        }
         sys::llama_model_quantize(ci.as_ptr(), co.as_ptr(), &p)
     };
     if rc != 0 {

@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests on the real models.
 #![allow(dead_code)]
 
+pub mod parity;
+pub mod quant;
 pub mod server;
 pub mod stats;
 

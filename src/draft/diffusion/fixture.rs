@@ -16,7 +16,8 @@ pub struct FixtureOptions {
     pub n_layer: usize,
     /// Target layers to condition on; empty = three spread over the target's depth.
     pub target_layers: Vec<usize>,
-    /// Storage type of the weight matrices (F32, F16, BF16, Q8_0).
+    /// Storage type of the weight matrices (any; a K-quant falls back per matrix as
+    /// llama.cpp's quantiser does where a row is not whole 256-value super-blocks).
     pub wtype: GgmlType,
     /// Positions per block (the last token plus `block_size - 1` masks).
     pub block_size: usize,
@@ -62,7 +63,12 @@ pub fn write_random_dflash(target: &Path, out: &Path, o: &FixtureOptions) -> Res
     };
     let mut mat = |w: &mut GgufWriter, name: &str, cols: usize, rows: usize| {
         let v = uniform(cols * rows, 1.0 / (cols as f32).sqrt());
-        w.tensor_f32(name, &[cols as u64, rows as u64], o.wtype, &v);
+        w.tensor_f32(
+            name,
+            &[cols as u64, rows as u64],
+            o.wtype.fallback_for(cols),
+            &v,
+        );
     };
     let norm = |w: &mut GgufWriter, name: &str, n: usize, rng_v: Vec<f32>| {
         let v: Vec<f32> = rng_v.iter().map(|x| 1.0 + x).collect();

@@ -5,10 +5,13 @@
 //! activations to the weight's type (its `vec_dot_type`), for Q8_0 weights it quantizes them
 //! to Q8_0. F16/BF16 weights stay 2-byte in memory and are widened in registers by
 //! `kernels::simd` (a product of two f16 or two bf16 values is exact in f32); Q8_0 stays
-//! quantized and uses the lazy head's bit-exact kernel.
+//! quantized and uses the lazy head's bit-exact kernel. Every other quantized type (Q4_0…Q5_1,
+//! the K-quants) runs on ggml's own kernels (`kernels::ggml`): the activation quantized to
+//! the type's `vec_dot_type`, then ggml's `vec_dot` per weight row.
 
 use crate::gguf::GgmlType;
 use crate::gguf::write::{bf16_to_f32, f32_to_bf16};
+use crate::kernels::ggml::{AlignedBytes, TypeKernels};
 use crate::kernels::par::Pool;
 use crate::kernels::q8::{self, Q8Rows, QK};
 use crate::kernels::simd::{Weights, matmul_rows};
@@ -23,10 +26,23 @@ enum Round {
 
 #[derive(Debug)]
 enum Data {
-    F32 { w: Vec<f32> },
-    F16 { w: Vec<u16> },
-    Bf16 { w: Vec<u16> },
-    Q8 { w: Q8Rows },
+    F32 {
+        w: Vec<f32>,
+    },
+    F16 {
+        w: Vec<u16>,
+    },
+    Bf16 {
+        w: Vec<u16>,
+    },
+    Q8 {
+        w: Q8Rows,
+    },
+    Ggml {
+        k: TypeKernels,
+        w: AlignedBytes,
+        row_bytes: usize,
+    },
 }
 
 /// A `rows × cols` matrix (ggml `ne = [cols, rows]`): `y[r] = W[r] · x`.
@@ -61,12 +77,29 @@ impl Linear {
             GgmlType::Q8_0 if cols.is_multiple_of(QK) => Data::Q8 {
                 w: q8::from_ggml_blocks(bytes),
             },
-            _ => return None,
+            GgmlType::Q8_0 => return None,
+            _ => {
+                let k = TypeKernels::new(ty)?;
+                let row_bytes = k.row_bytes(cols)?;
+                if bytes.len() != rows * row_bytes {
+                    return None;
+                }
+                return Some(Self {
+                    rows,
+                    cols,
+                    data: Data::Ggml {
+                        k,
+                        w: AlignedBytes::from_slice(bytes),
+                        row_bytes,
+                    },
+                });
+            }
         };
         let len = match &data {
             Data::F32 { w } => w.len(),
             Data::F16 { w } | Data::Bf16 { w } => w.len(),
             Data::Q8 { w } => w.qs.len(),
+            Data::Ggml { .. } => unreachable!("returned above"),
         };
         (len == n).then_some(Self { rows, cols, data })
     }
@@ -92,6 +125,9 @@ impl Linear {
             Data::F16 { w } => (Weights::F16(w), Round::F16),
             Data::Bf16 { w } => (Weights::Bf16(w), Round::Bf16),
             Data::Q8 { w } => return self.forward_q8(w, xs, ys, m, pool),
+            Data::Ggml { k, w, row_bytes } => {
+                return self.forward_ggml(k, w.as_ref(), *row_bytes, xs, ys, m, pool);
+            }
         };
         let rounded: Vec<f32>;
         let xr = match round {
@@ -136,6 +172,42 @@ impl Linear {
                 );
             }
         });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_ggml(
+        &self,
+        k: &TypeKernels,
+        w: &[u8],
+        row_bytes: usize,
+        xs: &[f32],
+        ys: &mut [f32],
+        m: usize,
+        pool: &Pool,
+    ) {
+        let qx: Vec<_> = xs
+            .chunks_exact(self.cols)
+            .map(|x| k.quantize_activation(x))
+            .collect();
+        self.par(ys, m, pool, |lo, hi, out| {
+            for (r, o) in (lo..hi).zip(out.chunks_exact_mut(m)) {
+                let row = &w[r * row_bytes..(r + 1) * row_bytes];
+                for (x, v) in qx.iter().zip(o.iter_mut()) {
+                    *v = k.dot(row, x);
+                }
+            }
+        });
+    }
+
+    /// The weight type's name as ggml spells it (reports).
+    pub fn type_name(&self) -> &'static str {
+        match &self.data {
+            Data::F32 { .. } => "F32",
+            Data::F16 { .. } => "F16",
+            Data::Bf16 { .. } => "BF16",
+            Data::Q8 { .. } => "Q8_0",
+            Data::Ggml { k, .. } => k.ty().name(),
+        }
     }
 
     /// Compute `f(lo, hi, out)` (`out[(r - lo) * m + j]`) for the weight rows split over
@@ -197,15 +269,31 @@ mod tests {
     #[test]
     fn products_match_a_naive_reference_for_every_type() {
         let (rows, cols, m) = (48, 64, 3);
-        let w = data(rows * cols, 7);
-        let x = data(m * cols, 11);
-        let want = naive(&w, rows, cols, &x);
         for (ty, tol) in [
             (GgmlType::F32, 1e-4),
             (GgmlType::F16, 0.05),
             (GgmlType::Bf16, 0.3),
             (GgmlType::Q8_0, 0.3),
+            (GgmlType::Q4_0, 3.0),
+            (GgmlType::Q5_1, 1.5),
         ] {
+            check_type(ty, tol, rows, cols, m);
+        }
+        // The K-quants need rows of whole 256-value super-blocks.
+        for (ty, tol) in [
+            (GgmlType::Q4K, 6.0),
+            (GgmlType::Q5K, 3.0),
+            (GgmlType::Q6K, 1.5),
+        ] {
+            check_type(ty, tol, 24, 256, 3);
+        }
+    }
+
+    fn check_type(ty: GgmlType, tol: f32, rows: usize, cols: usize, m: usize) {
+        let w = data(rows * cols, 7);
+        let x = data(m * cols, 11);
+        let want = naive(&w, rows, cols, &x);
+        {
             let mut wr = crate::gguf::write::GgufWriter::default();
             wr.tensor_f32("w", &[cols as u64, rows as u64], ty, &w);
             let dir = tempfile::tempdir().unwrap();

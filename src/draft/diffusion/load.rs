@@ -356,7 +356,7 @@ impl Loader<'_> {
         Linear::from_ggml(ty, rows, cols, &b).ok_or_else(|| DiffusionError::Tensor {
             path: self.p.clone(),
             name: name.into(),
-            why: format!("type {ty:?} is not supported (F32, F16, BF16, Q8_0)"),
+            why: format!("type {ty:?} is not supported for a {rows}x{cols} matrix (rows must be whole blocks of the type)"),
         })
     }
 
@@ -461,7 +461,9 @@ impl Loader<'_> {
                 )));
             }
             Head::Shared(shared().ok_or_else(|| {
-                self.unsupported("sharing this target's output head (Tandem reads Q8_0 heads only)")
+                self.unsupported(
+                    "sharing this target's output head (its type or width cannot be read)",
+                )
             })?)
         })
     }

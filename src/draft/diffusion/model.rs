@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::linear::Linear;
 use crate::gguf::{GgmlType, Gguf, GgufError};
 use crate::head::OutputHead;
+use crate::kernels::ggml::{AlignedBytes, TypeKernels};
 use crate::kernels::q8;
 use crate::llama::Token;
 
@@ -130,13 +131,18 @@ pub(super) enum Head {
 pub struct Embeddings {
     pub(super) ty: GgmlType,
     pub(super) row_bytes: usize,
-    pub(super) data: Vec<u8>,
+    pub(super) data: AlignedBytes,
+    /// ggml's dequantizer for the types Tandem does not widen itself.
+    kernels: Option<TypeKernels>,
 }
 
 impl Embeddings {
     /// Write token `t`'s embedding, widened to f32, into `out`.
     pub fn row(&self, t: Token, out: &mut [f32]) {
-        let b = &self.data[t as usize * self.row_bytes..(t as usize + 1) * self.row_bytes];
+        let b = &self.data.as_ref()[t as usize * self.row_bytes..(t as usize + 1) * self.row_bytes];
+        if let Some(k) = &self.kernels {
+            return k.dequantize(b, out);
+        }
         match self.ty {
             GgmlType::F32 => {
                 for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
@@ -167,8 +173,9 @@ impl Embeddings {
 }
 
 impl Embeddings {
-    /// The target's token embeddings (`token_embd.weight`), kept as stored: F32, F16, BF16
-    /// or Q8_0 — what a drafter sharing them reads.
+    /// The target's token embeddings (`token_embd.weight`), kept as stored (any type ggml
+    /// can dequantize: rows come out exactly as `ggml_get_rows` gives them) — what a drafter
+    /// sharing them reads.
     pub fn of_target(t: &Gguf) -> Result<Self, DiffusionError> {
         Self::of_tensor(t, "token_embd.weight")
     }
@@ -183,21 +190,26 @@ impl Embeddings {
         })?;
         let n_embd = info.dims[0] as usize;
         let (ty, data) = t.read_tensor(name)?;
-        if !matches!(
+        let own = matches!(
             ty,
             GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 | GgmlType::Q8_0
-        ) {
+        );
+        let kernels = if own { None } else { TypeKernels::new(ty) };
+        let (per, bytes) = ty.block();
+        if (!own && kernels.and_then(|k| k.row_bytes(n_embd)).is_none())
+            || !n_embd.is_multiple_of(per)
+        {
             return Err(DiffusionError::Tensor {
                 path: p,
                 name: name.into(),
-                why: format!("type {ty:?}: shared embeddings must be F32, F16, BF16 or Q8_0"),
+                why: format!("type {ty:?} with rows of {n_embd} values cannot be read"),
             });
         }
-        let (per, bytes) = ty.block();
         Ok(Self {
             ty,
             row_bytes: n_embd / per * bytes,
-            data,
+            kernels,
+            data: AlignedBytes::from_slice(&data),
         })
     }
 
@@ -206,7 +218,13 @@ impl Embeddings {
         Self {
             ty: GgmlType::F32,
             row_bytes: width * 4,
-            data: rows.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            kernels: None,
+            data: AlignedBytes::from_slice(
+                &rows
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            ),
         }
     }
 
