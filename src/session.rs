@@ -314,14 +314,21 @@ impl Session {
     }
 
     /// The head to verify with under `mode`: `Auto` picks the lazy head for large
-    /// vocabularies when the model's head format is supported, and llama.cpp otherwise.
+    /// vocabularies when its kernel keeps pace with llama.cpp's for the head's type
+    /// ([`OutputHead::keeps_pace_with_llama`]), and llama.cpp otherwise.
     pub fn head_for(&mut self, mode: HeadMode) -> Result<Option<Arc<OutputHead>>, SessionError> {
         match mode {
             HeadMode::Llama => Ok(None),
             HeadMode::Lazy => self.lazy_head().map(Some),
             HeadMode::Auto if self.model.n_vocab() >= LAZY_HEAD_MIN_VOCAB => {
                 match self.lazy_head() {
-                    Ok(h) => Ok(Some(h)),
+                    Ok(h) if h.keeps_pace_with_llama() => Ok(Some(h)),
+                    Ok(_) => {
+                        tracing::info!(
+                            "lazy head not used: llama.cpp's batched kernel is faster for this head's type"
+                        );
+                        Ok(None)
+                    }
                     Err(SessionError::Head(e)) => {
                         tracing::info!("lazy head not used: {e}");
                         Ok(None)

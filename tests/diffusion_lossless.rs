@@ -19,6 +19,18 @@ fn diffusion(m: &std::sync::Arc<tandem::llama::Model>) -> DiffusionDrafter {
 
 /// `eps`: largest top-2 gap of the reference at which a divergence is tolerated (0: none).
 fn check(name: &str, prompts: usize, ks: &[usize], lazy: bool, eps: f32) {
+    check_with(name, &diffusion, prompts, ks, lazy, eps)
+}
+
+/// [`check`] with a chosen drafter.
+fn check_with(
+    name: &str,
+    drafter: &dyn Fn(&std::sync::Arc<tandem::llama::Model>) -> DiffusionDrafter,
+    prompts: usize,
+    ks: &[usize],
+    lazy: bool,
+    eps: f32,
+) {
     let _g = exclusive();
     let m = model(name, true);
     let lazy_head = lazy.then(|| head(&m));
@@ -38,7 +50,7 @@ fn check(name: &str, prompts: usize, ks: &[usize], lazy: bool, eps: f32) {
                 lazy_head: lazy_head.clone(),
                 ..EngineConfig::default()
             };
-            let mut d = diffusion(&m);
+            let mut d = drafter(&m);
             let g = run(&mut ctx, &mut d, &toks, N_TOKENS, &cfg);
             // Every round but the last drafts (the features were always in step).
             assert!(
@@ -63,6 +75,28 @@ fn check(name: &str, prompts: usize, ks: &[usize], lazy: bool, eps: f32) {
 #[test]
 fn smollm2_random_diffusion_drafter_is_lossless() {
     check("smollm2-135m", 6, &[4, 15], false, 0.0);
+}
+
+/// Targets as users download them. The shipped SmolLM2 drafter on SmolLM2 re-quantised as
+/// q4_k_m (shared tensors Q8_0: 576 is not a multiple of 256), and a random drafter on the
+/// 256-wide random llama re-quantised as q4_k_m (Q6_K head, Q4_K embeddings), verified by
+/// llama.cpp's head and by the lazy head on ggml's Q6_K kernel.
+#[test]
+fn diffusion_drafters_are_lossless_on_q4_k_m_targets() {
+    let smol = quant::quantized("smollm2-135m", "q4_k_m", None);
+    let shipped = |m: &std::sync::Arc<tandem::llama::Model>| {
+        let path = tandem::models::shipped_drafter("smollm2-135m").expect("shipped drafter");
+        let h = head(m);
+        let d = tandem::draft::diffusion::DflashModel::load(&path, m, || Some(h), 2).unwrap();
+        DiffusionDrafter::new(std::sync::Arc::new(d), DiffusionConfig::default())
+    };
+    // The K-quant layers make batches round differently from single tokens (ggml's tiled
+    // kernel from 8 rows on): near-ties may flip, as on gemma3 (see greedy_lossless.rs).
+    check_with(&smol, &shipped, 3, &[4, 15], false, 0.5);
+    let k = quant::synthetic("q4_k_m");
+    assert_eq!(quant::shared_types(&k).0, tandem::gguf::GgmlType::Q6K);
+    check(&k, 2, &[15], false, 0.5);
+    check(&k, 2, &[15], true, 0.5);
 }
 
 #[test]

@@ -65,6 +65,26 @@ fn diffusion_sampling_over_the_whole_vocabulary_matches_plain_sampling() {
     check_sampling_with("gemma3-270m", false, true, false, true);
 }
 
+/// A target as users download it: SmolLM2 re-quantised as q4_k_m, with the shipped
+/// drafter.
+#[test]
+fn diffusion_sampling_on_q4_k_m_targets_matches_plain_sampling() {
+    SHIPPED.with(|s| s.set(true));
+    check_sampling_with(
+        &quant::quantized("smollm2-135m", "q4_k_m", None),
+        false,
+        true,
+        false,
+        false,
+    );
+}
+
+thread_local! {
+    /// Draft with the shipped SmolLM2 drafter instead of a random one (it gets drafts
+    /// accepted, so acceptance and residual sampling are both exercised).
+    static SHIPPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn check_sampling(lazy: bool, diffusion: bool) {
     check_sampling_with("smollm2-135m", lazy, diffusion, false, false)
 }
@@ -122,10 +142,16 @@ fn check_sampling_with(name: &str, lazy: bool, diffusion: bool, failfast: bool, 
             ..cfg
         };
         let mut d: Box<dyn tandem::draft::Drafter> = if diffusion {
-            Box::new(DiffusionDrafter::new(
-                random_dflash(&m),
-                DiffusionConfig { p_min: 0.0 },
-            ))
+            let d = if SHIPPED.with(|s| s.get()) {
+                let path = tandem::models::shipped_drafter("smollm2-135m").unwrap();
+                let h = head(&m);
+                std::sync::Arc::new(
+                    tandem::draft::diffusion::DflashModel::load(&path, &m, || Some(h), 2).unwrap(),
+                )
+            } else {
+                random_dflash(&m)
+            };
+            Box::new(DiffusionDrafter::new(d, DiffusionConfig { p_min: 0.0 }))
         } else {
             Box::new(NgramDrafter::new(NgramConfig { n_max: 3, n_min: 1 }))
         };

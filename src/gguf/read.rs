@@ -243,6 +243,18 @@ impl Gguf {
                 .collect::<Result<Vec<_>, _>>()?;
             let type_id = rd.u32()?;
             let offset = rd.u64()?;
+            // Each tensor must fit in the file: its element count cannot overflow and is
+            // bounded by the file's size (every type stores at least 1 byte per 256
+            // values), so no later computation is sized by an unchecked length.
+            let n = dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .filter(|&n| n / 256 <= file_len && offset <= file_len);
+            if n.is_none() {
+                return Err(rd.corrupt(format!(
+                    "tensor {name}: dimensions {dims:?} at offset {offset} do not fit in the file"
+                )));
+            }
             tensors.push(TensorInfo {
                 name,
                 dims,
@@ -256,7 +268,7 @@ impl Gguf {
             None => 32,
             Some(_) => return Err(rd.corrupt("general.alignment is not a power of two")),
         };
-        let data_start = header_end.div_ceil(align) * align;
+        let data_start = header_end.div_ceil(align).saturating_mul(align);
         Ok(Self {
             path: path.to_path_buf(),
             version,
@@ -329,6 +341,11 @@ impl Gguf {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// Where the tensor data section begins (the metadata and directory end before it).
+    pub fn data_start(&self) -> u64 {
+        self.data_start
+    }
+
     /// The tensor's bytes exactly as stored, with its type.
     pub fn read_tensor(&self, name: &str) -> Result<(GgmlType, Vec<u8>), GgufError> {
         let p = self.path.display().to_string();
@@ -353,7 +370,7 @@ impl Gguf {
             });
         }
         let len = n / per_block as u64 * block_bytes as u64;
-        let start = self.data_start + t.offset;
+        let start = self.data_start.saturating_add(t.offset);
         if start.checked_add(len).is_none_or(|end| end > self.file_len) {
             return Err(GgufError::Corrupt {
                 path: p,

@@ -156,11 +156,19 @@ impl OutputHead {
             });
         }
         let (ty, bytes) = g.read_tensor(name)?;
-        let w = if ty == GgmlType::Q8_0 {
-            Weights::Q8 {
-                w: q8::from_ggml_blocks(&bytes),
-                nb: n_embd / QK,
+        let widened = match ty {
+            GgmlType::Q8_0 => Some(q8::from_ggml_blocks(&bytes)),
+            // Q4_0/Q5_0 as Q8_0 integers: the same results as ggml's own kernels, at the
+            // speed of Tandem's many-positions-per-block Q8_0 kernel (measured: ggml's
+            // per-row calls made a Q4_0 head 1.5x slower than llama.cpp's).
+            GgmlType::Q4_0 | GgmlType::Q5_0 if n_embd.is_multiple_of(QK) => {
+                q8::widen_q4_0_q5_0(&bytes, ty == GgmlType::Q5_0)
+                    .filter(|w| w.qs.len() == n_vocab * n_embd)
             }
+            _ => None,
+        };
+        let w = if let Some(w) = widened {
+            Weights::Q8 { w, nb: n_embd / QK }
         } else {
             let k = TypeKernels::new(ty)
                 .filter(|_| ty != GgmlType::I32 && ty != GgmlType::I64)
@@ -185,17 +193,23 @@ impl OutputHead {
         })
     }
 
+    /// Whether a full verification batch through this head costs about what llama.cpp's
+    /// head costs (measured with `tandem bench calibrate`, 2 threads, k = 16: Q8_0 and the
+    /// widened Q4_0/Q5_0 at 0.98–1.03×, F16 1.06×), so that `--head auto` gains whatever
+    /// the lazy head skips. For the K-quants and Q4_1/Q5_1 ggml's batched kernels beat its
+    /// per-row calls (Q6_K: 1.3× at k = 16, 1.7× at k = 64), and auto keeps llama.cpp's head.
+    pub fn keeps_pace_with_llama(&self) -> bool {
+        match &self.w {
+            Weights::Q8 { .. } => true,
+            Weights::Ggml { k, .. } => {
+                matches!(k.ty(), GgmlType::F16 | GgmlType::Bf16 | GgmlType::F32)
+            }
+        }
+    }
+
     /// Vocabulary size (rows of the head).
     pub fn n_vocab(&self) -> usize {
         self.n_vocab
-    }
-
-    /// The weight type (reports, `--head auto`).
-    pub fn ty_name(&self) -> &'static str {
-        match &self.w {
-            Weights::Q8 { .. } => "Q8_0",
-            Weights::Ggml { k, .. } => k.ty().name(),
-        }
     }
 
     fn prepare(&self, hidden: &[&[f32]]) -> Prepared {

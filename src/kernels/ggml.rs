@@ -311,6 +311,49 @@ mod against_ggml {
         }
     }
 
+    /// Q4_0 and Q5_0 rows widened to Q8_0 integers give ggml's own dot products exactly.
+    #[test]
+    fn widened_q4_0_and_q5_0_rows_give_ggml_dots_bit_for_bit() {
+        use crate::kernels::q8;
+        let (rows, cols) = (8, 256);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        let x: Vec<f32> = (0..3 * cols)
+            .map(|i| ((i * 104729 % 997) as f32 / 498.0) - 1.0)
+            .collect();
+        for ty in [GgmlType::Q4_0, GgmlType::Q5_0] {
+            let k = TypeKernels::new(ty).unwrap();
+            let q = AlignedBytes::from_slice(&quantize(ty, &w, cols).unwrap());
+            let wide = q8::widen_q4_0_q5_0(q.as_ref(), ty == GgmlType::Q5_0).unwrap();
+            let rb = k.row_bytes(cols).unwrap();
+            let xs: Vec<q8::Q8Rows> = x
+                .chunks_exact(cols)
+                .map(|c| {
+                    let mut r = q8::Q8Rows::default();
+                    q8::quantize_row(c, &mut r);
+                    r
+                })
+                .collect();
+            let refs: Vec<&q8::Q8Rows> = xs.iter().collect();
+            let nb = cols / q8::QK;
+            for r in 0..rows {
+                let mut ours = vec![0.0; 3];
+                q8::dot_row(
+                    &wide.qs[r * cols..(r + 1) * cols],
+                    &wide.d[r * nb..(r + 1) * nb],
+                    &refs,
+                    &mut ours,
+                );
+                for (j, o) in ours.iter().enumerate() {
+                    let a = k.quantize_activation(&x[j * cols..(j + 1) * cols]);
+                    let theirs = k.dot(&q.as_ref()[r * rb..(r + 1) * rb], &a);
+                    assert_eq!(o.to_bits(), theirs.to_bits(), "{ty:?} row {r} x {j}");
+                }
+            }
+        }
+    }
+
     /// Our per-row products are ggml's: the same results as `ggml_mul_mat` itself.
     #[test]
     fn per_row_vec_dot_equals_ggml_mul_mat() {

@@ -110,6 +110,52 @@ pub fn from_ggml_blocks(bytes: &[u8]) -> Q8Rows {
     r
 }
 
+/// Widen Q4_0 (18-byte blocks: f16 scale, 16 bytes of nibbles) or Q5_0 (22-byte blocks: f16
+/// scale, 32 high bits, 16 bytes of nibbles) weights to a `Q8Rows` with the same scales and
+/// the same integer values (−8…7, −16…15). ggml's AVX2 `vec_dot_q4_0_q8_0` and
+/// `vec_dot_q5_0_q8_0` run exactly the Q8_0 kernel's operations on those integers (per block
+/// an exact integer dot product in eight lanes, one FMA with d_w · d_x, the same horizontal
+/// sum), so the Q8_0 kernel — which serves many activations per loaded block — gives their
+/// results bit for bit. `None` for a byte count that is not whole blocks.
+pub fn widen_q4_0_q5_0(bytes: &[u8], q5: bool) -> Option<Q8Rows> {
+    let block = if q5 { 22 } else { 18 };
+    if !bytes.len().is_multiple_of(block) {
+        return None;
+    }
+    let n = bytes.len() / block;
+    let mut r = Q8Rows {
+        qs: Vec::with_capacity(n * QK),
+        d: Vec::with_capacity(n),
+    };
+    for b in bytes.chunks_exact(block) {
+        r.d.push(f16_to_f32(u16::from_le_bytes([b[0], b[1]])));
+        let (qh, qs) = if q5 {
+            (u32::from_le_bytes([b[2], b[3], b[4], b[5]]), &b[6..22])
+        } else {
+            (0, &b[2..18])
+        };
+        let (lo, hi): (Vec<i8>, Vec<i8>) = qs
+            .iter()
+            .enumerate()
+            .map(|(j, &q)| {
+                if q5 {
+                    let h0 = ((qh >> j) << 4) & 0x10;
+                    let h1 = (qh >> (j + 12)) & 0x10;
+                    (
+                        ((q as u32 & 0x0f) | h0) as i8 - 16,
+                        ((q as u32 >> 4) | h1) as i8 - 16,
+                    )
+                } else {
+                    ((q & 0x0f) as i8 - 8, (q >> 4) as i8 - 8)
+                }
+            })
+            .unzip();
+        r.qs.extend(lo);
+        r.qs.extend(hi);
+    }
+    Some(r)
+}
+
 /// `out[j] = w_row · x_j` for `xs.len()` activations (each `nb` blocks), one weight row.
 /// `w_qs`/`w_d`: the row's quants and scales.
 #[inline]

@@ -78,6 +78,11 @@ impl Linear {
                 w: q8::from_ggml_blocks(bytes),
             },
             GgmlType::Q8_0 => return None,
+            // Q4_0/Q5_0 widened to Q8_0 integers: ggml's results exactly, on the faster
+            // kernel (see `q8::widen_q4_0_q5_0`).
+            GgmlType::Q4_0 | GgmlType::Q5_0 if cols.is_multiple_of(QK) => Data::Q8 {
+                w: q8::widen_q4_0_q5_0(bytes, ty == GgmlType::Q5_0)?,
+            },
             _ => {
                 let k = TypeKernels::new(ty)?;
                 let row_bytes = k.row_bytes(cols)?;
@@ -197,17 +202,6 @@ impl Linear {
                 }
             }
         });
-    }
-
-    /// The weight type's name as ggml spells it (reports).
-    pub fn type_name(&self) -> &'static str {
-        match &self.data {
-            Data::F32 { .. } => "F32",
-            Data::F16 { .. } => "F16",
-            Data::Bf16 { .. } => "BF16",
-            Data::Q8 { .. } => "Q8_0",
-            Data::Ggml { k, .. } => k.ty().name(),
-        }
     }
 
     /// Compute `f(lo, hi, out)` (`out[(r - lo) * m + j]`) for the weight rows split over
