@@ -79,7 +79,21 @@ fn diffusion_sampling_on_q4_k_m_targets_matches_plain_sampling() {
     );
 }
 
+/// Sampling under a grammar: plain and speculative sampling from the grammar-masked
+/// target distribution must agree (the draft stays unconstrained: a drafted token the
+/// grammar forbids has p = 0 and is rejected, the residual keeps only allowed tokens).
+#[test]
+fn ngram_sampling_under_a_grammar_matches_plain_sampling() {
+    GRAMMAR.with(|g| {
+        *g.borrow_mut() =
+            Some(r#"root ::= (" one" | " two" | " three" | " four" | " five" | ",")+"#.into())
+    });
+    check_sampling_with("smollm2-135m", false, false, false, true);
+}
+
 thread_local! {
+    /// A GBNF grammar for the generations (see the test above).
+    static GRAMMAR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
     /// Draft with the shipped SmolLM2 drafter instead of a random one (it gets drafts
     /// accepted, so acceptance and residual sampling are both exercised).
     static SHIPPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -95,6 +109,9 @@ fn check_sampling_with(name: &str, lazy: bool, diffusion: bool, failfast: bool, 
     let _guard = exclusive();
     let m = model(name, true);
     let lazy_head = lazy.then(|| head(&m));
+    let grammar = GRAMMAR
+        .with(|g| g.borrow().clone())
+        .map(|gbnf| std::sync::Arc::new(tandem::llama::Grammar::new(&m, &gbnf).expect("grammar")));
     let mut ctx = context(&m, 256);
     // Repetitive text so the n-gram drafter proposes at every step.
     let toks = m
@@ -120,6 +137,7 @@ fn check_sampling_with(name: &str, lazy: bool, diffusion: bool, failfast: bool, 
             sampling,
             check_kv: true,
             lazy_head: lazy_head.clone(),
+            grammar: grammar.clone(),
             ..EngineConfig::default()
         };
         let base = run(

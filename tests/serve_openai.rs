@@ -506,3 +506,16 @@ fn a_full_queue_gets_503_and_the_others_complete() {
     );
     assert!(server.wait_idle()["kv_tokens"].as_u64().unwrap() <= 4096);
 }
+
+#[test]
+fn response_format_json_schema_gives_valid_json_and_bad_schemas_get_400() {
+    let _x = exclusive();
+    let server = Server::start(MODEL, &[]);
+    let out = run_python("structured.py", &[&server.base_url(), API_KEY, MODEL]);
+    assert_eq!(out["person"]["city"], "London", "{out}");
+    assert_eq!(out["bad_status"], 400, "{out}");
+    assert!(
+        out["bad_message"].as_str().unwrap().contains("JSON schema"),
+        "{out}"
+    );
+}

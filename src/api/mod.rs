@@ -34,8 +34,8 @@ use std::thread::JoinHandle;
 
 pub use builder::{DEFAULT_DRAFT_MAX, DEFAULT_PROMPT_CACHE_SLOTS, EngineBuilder, MAX_DRAFT};
 pub use request::{
-    MAX_STOPS, Message, Prompt, Request, Role, SamplingNames, Speculation, check_draft_max,
-    check_sampling,
+    Constraint, MAX_STOPS, Message, Prompt, Request, Role, SamplingNames, Speculation,
+    check_draft_max, check_sampling,
 };
 pub use stop::StopMatcher;
 pub use stream::{CancelHandle, Event, Finish, FinishReason, TextStream};
@@ -205,6 +205,8 @@ struct Job {
     /// The drafter (the engine's, or the request's choice among its drafters).
     draft: DraftSpec,
     cache_prompt: bool,
+    /// The request's grammar, parsed for this model.
+    grammar: Option<Arc<crate::llama::Grammar>>,
     tx: channel::Sender<Event>,
     cancel: CancelHandle,
 }
@@ -274,6 +276,15 @@ impl Engine {
             .speculation
             .resolve_draft(&self.info.draft)
             .map_err(ApiError::BadRequest)?;
+        let grammar = match &req.constraint {
+            Some(c) => {
+                let gbnf = c.gbnf().map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                let g = crate::llama::Grammar::new(&self.model, &gbnf)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                Some(Arc::new(g))
+            }
+            None => None,
+        };
         let jobs = self.jobs.as_ref().ok_or(ApiError::EngineGone)?;
         // Reserve a queue slot (refuse when full).
         let reserved = self
@@ -299,6 +310,7 @@ impl Engine {
             speculation: req.speculation.clone(),
             draft,
             cache_prompt: req.cache_prompt,
+            grammar,
             tx,
             cancel: cancel.clone(),
         };

@@ -107,6 +107,33 @@ pub struct Request {
     /// Reuse the KV cells of the previous generation's common prefix, when the engine
     /// keeps them (llama-server's `cache_prompt`; default on).
     pub cache_prompt: bool,
+    /// A grammar the answer must follow (`None`: free text).
+    pub constraint: Option<Constraint>,
+}
+
+/// What the answer must look like: structured output, enforced in verification (output
+/// exactly as plain decoding under the same grammar would give).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Constraint {
+    /// A GBNF grammar (llama.cpp's format, root rule `root`).
+    Gbnf(String),
+    /// A JSON Schema (converted by llama.cpp's json-schema-to-grammar).
+    JsonSchema(String),
+    /// Any JSON object (`response_format: json_object`, `--json`).
+    JsonObject,
+}
+
+impl Constraint {
+    /// The GBNF text, or why the schema cannot be converted.
+    pub fn gbnf(&self) -> Result<String, crate::llama::GrammarError> {
+        match self {
+            Constraint::Gbnf(g) => Ok(g.clone()),
+            Constraint::JsonSchema(s) => crate::llama::json_schema_to_gbnf(s),
+            Constraint::JsonObject => {
+                crate::llama::json_schema_to_gbnf(crate::llama::JSON_OBJECT_SCHEMA)
+            }
+        }
+    }
 }
 
 /// Per-request speculation settings, llama-server's `speculative.*`: each `None` keeps
@@ -202,6 +229,7 @@ impl Request {
             stop: Vec::new(),
             speculation: Speculation::default(),
             cache_prompt: true,
+            constraint: None,
         }
     }
 
@@ -228,6 +256,12 @@ impl Request {
     /// Set the stop strings.
     pub fn with_stop(mut self, stop: Vec<String>) -> Self {
         self.stop = stop;
+        self
+    }
+
+    /// Constrain the answer (a grammar, a JSON schema, any JSON object).
+    pub fn with_constraint(mut self, c: Constraint) -> Self {
+        self.constraint = Some(c);
         self
     }
 

@@ -137,6 +137,7 @@ fn run_job(
         cancel: Some(job.cancel.0.cancelled.clone()),
         sampling: job.sampling.clone(),
         lazy_head,
+        grammar: job.grammar.clone(),
         ..EngineConfig::default()
     };
     let model = session.model.clone();

@@ -42,6 +42,32 @@ pub struct GenerateArgs {
     /// Print the statistics as JSON to stderr instead of a line.
     #[arg(long)]
     stats_json: bool,
+    /// The answer must follow this GBNF grammar (llama.cpp's format, root rule `root`).
+    #[arg(long, value_name = "FILE.gbnf", conflicts_with_all = ["json_schema", "json"])]
+    grammar: Option<std::path::PathBuf>,
+    /// The answer must be JSON valid against this JSON Schema.
+    #[arg(long, value_name = "FILE.json", conflicts_with = "json")]
+    json_schema: Option<std::path::PathBuf>,
+    /// The answer must be a JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The answer's required shape from --grammar / --json-schema / --json.
+fn constraint(a: &GenerateArgs) -> Result<Option<tandem::api::Constraint>> {
+    use tandem::api::Constraint;
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    Ok(if let Some(p) = &a.grammar {
+        Some(Constraint::Gbnf(read(p)?))
+    } else if let Some(p) = &a.json_schema {
+        Some(Constraint::JsonSchema(read(p)?))
+    } else if a.json {
+        Some(Constraint::JsonObject)
+    } else {
+        None
+    })
 }
 
 /// Request-level checks (the engine's own options are checked by `EngineBuilder`).
@@ -116,6 +142,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         stop: Vec::new(),
         speculation: Default::default(),
         cache_prompt: false,
+        constraint: constraint(&a)?,
     };
     let mut stream = engine.generate(&req)?;
     let mut text = text_out::TextOut::new();

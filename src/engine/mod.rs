@@ -53,6 +53,11 @@ pub struct EngineConfig {
     /// Set from any thread to stop the generation; checked between the prompt's chunks
     /// (a long prefill stops within one chunk) and after every committed token.
     pub cancel: Option<CancelFlag>,
+    /// A grammar the output must follow (its start state; each generation works on a
+    /// copy). Verification masks the target's distribution at every drafted position by
+    /// the state reached through the accepted prefix, so the output is exactly that of
+    /// plain decoding under the same grammar; drafts stay unconstrained.
+    pub grammar: Option<Arc<crate::llama::Grammar>>,
 }
 
 /// A shared "stop now" flag (see [`EngineConfig::cancel`]).
@@ -82,6 +87,7 @@ impl Default for EngineConfig {
             lazy_group: 2,
             reuse_prefix: 0,
             cancel: None,
+            grammar: None,
         }
     }
 }

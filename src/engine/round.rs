@@ -9,7 +9,7 @@ use super::{
     DraftPolicy, EngineConfig, EngineError, Generation, Outcome, Stats, StopReason, Target,
 };
 use crate::draft::Draft;
-use crate::llama::{Outputs, Token};
+use crate::llama::{Grammar, Outputs, Token};
 use crate::sampling::{Dist, Rng, SamplingConfig, argmax, argmax_margin};
 use crate::verify::{greedy_check, sampling_check};
 
@@ -30,6 +30,10 @@ pub(super) struct Round<'c> {
     /// Tokens this round decided, to be committed.
     emit: Vec<Token>,
     logit_bufs: Vec<Vec<f32>>,
+    /// The grammar's state after the committed tokens (and this round's accepted ones).
+    grammar: Option<Grammar>,
+    /// Scratch for a masked logit row.
+    masked: Vec<f32>,
 }
 
 impl<'c> Round<'c> {
@@ -52,6 +56,8 @@ impl<'c> Round<'c> {
             p: Dist::default(),
             emit: Vec::with_capacity(cfg.draft_max + 1),
             logit_bufs: Vec::new(),
+            grammar: cfg.grammar.as_ref().map(|g| (**g).clone()),
+            masked: Vec::new(),
         }
     }
 
@@ -98,9 +104,23 @@ impl<'c> Round<'c> {
             &mut self.rng,
             &mut self.p,
             self.greedy,
+            &mut self.grammar,
+            &mut self.masked,
         );
         if self.cfg.record_margins && self.greedy {
-            self.margins.push(argmax_margin(ctx.logits(0)).1);
+            let row = match self.grammar.as_mut() {
+                Some(g) => {
+                    self.masked.clear();
+                    self.masked.extend_from_slice(ctx.logits(0));
+                    g.mask(&mut self.masked);
+                    &self.masked[..]
+                }
+                None => ctx.logits(0),
+            };
+            self.margins.push(argmax_margin(row).1);
+        }
+        if let Some(g) = self.grammar.as_mut().filter(|_| !ctx.is_eog(first)) {
+            g.accept(first);
         }
         self.emit.push(first);
         Ok(true)
@@ -190,7 +210,12 @@ impl<'c> Round<'c> {
             &mut self.p,
             &mut self.margins,
             &mut self.emit,
+            &mut self.grammar,
+            &mut self.masked,
         );
+        if let Some(g) = self.grammar.as_mut().filter(|_| !ctx.is_eog(next)) {
+            g.accept(next);
+        }
         let head_time = rows.head_time;
         self.stats.head += head_time;
         self.stats.verify += head_time;
@@ -235,9 +260,52 @@ impl<'c> Round<'c> {
     }
 }
 
-/// The acceptance check over one round's rows: accepted draft tokens go to `emit`; returns
-/// how many were accepted and the target's own next token (the rejection's replacement, or
-/// the token after a fully accepted draft).
+/// The target's greedy token at row `i` under the grammar: its plain argmax when the grammar
+/// allows it (the common case: one check), else the argmax of the masked row.
+fn constrained_argmax<T: Target + ?Sized>(
+    rows: &mut RoundRows<'_, T>,
+    i: usize,
+    grammar: &mut Option<Grammar>,
+    masked: &mut Vec<f32>,
+) -> Token {
+    let t = rows.argmax(i);
+    let Some(g) = grammar.as_mut() else {
+        return t;
+    };
+    if g.allows(t) {
+        return t;
+    }
+    masked.clear();
+    masked.extend_from_slice(rows.logits(i));
+    g.mask(masked);
+    argmax(masked)
+}
+
+/// Row `i`'s logits, masked by the grammar if there is one.
+fn constrained_row<'r, T: Target + ?Sized>(
+    rows: &'r mut RoundRows<'_, T>,
+    i: usize,
+    grammar: &mut Option<Grammar>,
+    masked: &'r mut Vec<f32>,
+) -> &'r [f32] {
+    match grammar {
+        Some(g) => {
+            masked.clear();
+            masked.extend_from_slice(rows.logits(i));
+            g.mask(masked);
+            masked
+        }
+        None => rows.logits(i),
+    }
+}
+
+/// The acceptance check over one round's rows: accepted draft tokens go to `emit` (and
+/// into the grammar's state); returns how many were accepted and the target's own next
+/// token (the rejection's replacement, or the token after a fully accepted draft). Under a
+/// grammar the target's distribution at each position is masked by the state reached
+/// through the accepted prefix; a drafted token the grammar forbids has p = 0 and is
+/// rejected, and the residual holds only allowed tokens, so the output follows exactly the
+/// masked target distribution (q needs no mask).
 #[allow(clippy::too_many_arguments)]
 fn accept<T: Target + ?Sized>(
     rows: &mut RoundRows<'_, T>,
@@ -248,16 +316,19 @@ fn accept<T: Target + ?Sized>(
     p: &mut Dist,
     margins: &mut Vec<f32>,
     emit: &mut Vec<Token>,
+    grammar: &mut Option<Grammar>,
+    masked: &mut Vec<f32>,
 ) -> (usize, Token) {
     let mut n_acc = 0;
     for (i, &x) in draft.tokens.iter().enumerate() {
         if cfg.record_margins && greedy {
-            margins.push(argmax_margin(rows.logits(i)).1);
+            margins.push(argmax_margin(constrained_row(rows, i, grammar, masked)).1);
         }
         let verdict = if greedy {
-            greedy_check(rows.argmax(i), x)
+            greedy_check(constrained_argmax(rows, i, grammar, masked), x)
         } else {
-            cfg.sampling.distribution_into(rows.logits(i), p);
+            let row = constrained_row(rows, i, grammar, masked);
+            cfg.sampling.distribution_into(row, p);
             let point;
             let q = match &draft.q[i] {
                 Some(q) => q,
@@ -271,23 +342,50 @@ fn accept<T: Target + ?Sized>(
         match verdict {
             Ok(()) => {
                 emit.push(x);
+                if let Some(g) = grammar.as_mut() {
+                    g.accept(x);
+                }
                 n_acc += 1;
             }
             Err(t) => return (n_acc, t),
         }
     }
     if cfg.record_margins && greedy {
-        margins.push(argmax_margin(rows.logits(n_acc)).1);
+        margins.push(argmax_margin(constrained_row(rows, n_acc, grammar, masked)).1);
     }
     let next = if greedy {
-        rows.argmax(n_acc)
+        constrained_argmax(rows, n_acc, grammar, masked)
     } else {
-        pick(rows.logits(n_acc), &cfg.sampling, rng, p, false)
+        let row = constrained_row(rows, n_acc, grammar, masked);
+        cfg.sampling.distribution_into(row, p);
+        p.sample_with(rng.uniform())
     };
     (n_acc, next)
 }
 
-fn pick(row: &[f32], s: &SamplingConfig, rng: &mut Rng, scratch: &mut Dist, greedy: bool) -> Token {
+/// The first token, from the prefill's last logits (masked by the grammar, if any).
+#[allow(clippy::too_many_arguments)]
+fn pick(
+    row: &[f32],
+    s: &SamplingConfig,
+    rng: &mut Rng,
+    scratch: &mut Dist,
+    greedy: bool,
+    grammar: &mut Option<Grammar>,
+    masked: &mut Vec<f32>,
+) -> Token {
+    let row = match grammar {
+        Some(g) => {
+            if greedy && g.allows(argmax(row)) {
+                return argmax(row);
+            }
+            masked.clear();
+            masked.extend_from_slice(row);
+            g.mask(masked);
+            &masked[..]
+        }
+        None => row,
+    };
     if greedy {
         argmax(row)
     } else {

@@ -9,6 +9,7 @@ mod backend;
 #[cfg(feature = "bench")]
 pub mod baseline;
 mod context;
+mod grammar;
 mod model;
 mod quantize;
 
@@ -16,6 +17,7 @@ pub use backend::init_backend;
 #[cfg(feature = "bench")]
 pub use baseline::{LlamaDflash, LlamaSpecStats, llama_spec_generate};
 pub use context::{Context, ContextParams, Outputs, default_threads};
+pub use grammar::{Grammar, GrammarError, JSON_OBJECT_SCHEMA, json_schema_to_gbnf};
 pub use model::{Model, ModelParams};
 pub use quantize::{QUANT_TYPES, QuantOverrides, quantize, quantize_with};
 

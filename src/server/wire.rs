@@ -56,6 +56,13 @@ pub struct Body {
     pub echo: Option<bool>,
     /// Chat: tools (not supported when non-empty).
     pub tools: Option<Vec<Value>>,
+    /// Structured output: `{"type": "text" | "json_object" | "json_schema", ...}`
+    /// (OpenAI's shape; llama-server's `json_object` + `schema` too).
+    pub response_format: Option<Value>,
+    /// llama-server's extension: a GBNF grammar the answer must follow.
+    pub grammar: Option<String>,
+    /// llama-server's extension: a JSON Schema the answer must follow.
+    pub json_schema: Option<Value>,
     /// llama-server's `cache_prompt`: reuse the previous generation's KV cells for the
     /// common prompt prefix (default true).
     pub cache_prompt: Option<bool>,
@@ -212,7 +219,58 @@ impl Body {
             stop: stop_strings(self.stop.as_ref())?,
             speculation,
             cache_prompt: self.cache_prompt.unwrap_or(true),
+            constraint: self.constraint()?,
         })
+    }
+
+    /// The answer's required shape from `response_format`, `json_schema` or `grammar`
+    /// (at most one of them).
+    fn constraint(&self) -> Result<Option<api::Constraint>, HttpError> {
+        let bad = |m: String| Err(HttpError::bad_request(m));
+        let schema_text = |v: &Value| -> Result<String, HttpError> {
+            if !v.is_object() && !v.is_boolean() {
+                return Err(HttpError::bad_request("the JSON schema must be an object"));
+            }
+            Ok(v.to_string())
+        };
+        let mut found = Vec::new();
+        if let Some(rf) = &self.response_format {
+            let ty = rf.get("type").and_then(Value::as_str);
+            match ty {
+                Some("text") => {}
+                Some("json_object") => found.push(match rf.get("schema") {
+                    Some(s) => api::Constraint::JsonSchema(schema_text(s)?),
+                    None => api::Constraint::JsonObject,
+                }),
+                Some("json_schema") => {
+                    let Some(js) = rf.get("json_schema") else {
+                        return bad(
+                            "response_format json_schema needs a 'json_schema' object".into()
+                        );
+                    };
+                    let Some(schema) = js.get("schema") else {
+                        return bad("response_format.json_schema needs a 'schema'".into());
+                    };
+                    found.push(api::Constraint::JsonSchema(schema_text(schema)?));
+                }
+                Some(o) => {
+                    return bad(format!(
+                        "unsupported response_format type '{o}' (text, json_object, json_schema)"
+                    ));
+                }
+                None => return bad("response_format needs a 'type'".into()),
+            }
+        }
+        if let Some(s) = &self.json_schema {
+            found.push(api::Constraint::JsonSchema(schema_text(s)?));
+        }
+        if let Some(g) = &self.grammar {
+            found.push(api::Constraint::Gbnf(g.clone()));
+        }
+        if found.len() > 1 {
+            return bad("give at most one of response_format, json_schema and grammar".into());
+        }
+        Ok(found.pop())
     }
 
     /// Whether to stream.
