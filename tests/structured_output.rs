@@ -173,3 +173,27 @@ fn bad_grammars_and_schemas_are_refused_with_clear_errors() {
             .unwrap_err();
     assert!(e.to_string().contains("cannot be converted"), "{e}");
 }
+
+/// Cost of one full-vocabulary grammar mask and one single-token check (`--ignored`).
+#[test]
+#[ignore]
+fn grammar_mask_cost() {
+    for name in MODELS {
+        let m = model(name, true);
+        let gbnf = json_schema_to_gbnf(tandem::llama::JSON_OBJECT_SCHEMA).unwrap();
+        let mut g = Grammar::new(&m, &gbnf).unwrap();
+        let mut logits = vec![0.0f32; m.n_vocab()];
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            logits.iter_mut().for_each(|l| *l = 0.0);
+            g.mask(&mut logits);
+        }
+        let full = t.elapsed() / 10;
+        let allowed = logits.iter().filter(|l| l.is_finite()).count();
+        let t = std::time::Instant::now();
+        for i in 0..1000 {
+            g.allows(i);
+        }
+        eprintln!("{name}: full mask {full:?} ({allowed} allowed), single check {:?}", t.elapsed() / 1000);
+    }
+}
