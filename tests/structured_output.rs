@@ -194,6 +194,9 @@ fn grammar_mask_cost() {
         for i in 0..1000 {
             g.allows(i);
         }
-        eprintln!("{name}: full mask {full:?} ({allowed} allowed), single check {:?}", t.elapsed() / 1000);
+        eprintln!(
+            "{name}: full mask {full:?} ({allowed} allowed), single check {:?}",
+            t.elapsed() / 1000
+        );
     }
 }

@@ -129,7 +129,9 @@ fn run_job(
     } else {
         0
     };
-    let mut policy = cache.begin(policy, &layers, nf, reuse);
+    // Without a prompt cache nothing is kept for the next request: no feature copies.
+    let kept_nf = if info.prompt_cache_slots > 0 { nf } else { 0 };
+    let mut policy = cache.begin(policy, &layers, kept_nf, reuse);
     let cfg = EngineConfig {
         draft_max,
         reuse_prefix: reuse,
@@ -153,10 +155,8 @@ fn run_job(
         .run(&job.tokens, job.max_tokens, &mut policy, &cfg, &mut |t| {
             let text = stops.push(&utf8.push(&model.token_bytes(t)));
             send(text);
-            !(client_gone.get()
-                || stops.stopped()
-                || job.cancel.is_cancelled()
-                || status.closing.load(Ordering::Relaxed))
+            // (A cancelled job's flag is `cfg.cancel`, which the engine checks itself.)
+            !(client_gone.get() || stops.stopped() || status.closing.load(Ordering::Relaxed))
         })
         .map_err(gen_err)?;
     drop(policy);

@@ -66,15 +66,7 @@ pub fn write_random_llama(tokenizer: &Path, out: &Path, o: &RandomLlama) -> Resu
     w.f32("llama.attention.layer_norm_rms_epsilon", 1e-5);
     w.f32("llama.rope.freq_base", 10_000.0);
     w.u32("llama.vocab_size", n_vocab as u32);
-    let keys: Vec<String> = t
-        .metadata
-        .keys()
-        .filter(|k| k.starts_with("tokenizer."))
-        .cloned()
-        .collect();
-    for k in &keys {
-        w.copy_from(&t, k)?;
-    }
+    w.copy_tokenizer(&t)?;
     let mut rng = Rng::new(o.seed);
     let mut uniform = |n: usize, scale: f32| -> Vec<f32> {
         (0..n)

@@ -78,8 +78,23 @@ impl GgufWriter {
         })
     }
 
+    /// Copy every `tokenizer.*` key of another GGUF (its vocabulary, merges, special
+    /// tokens and chat template), exact types kept.
+    pub fn copy_tokenizer(&mut self, src: &Gguf) -> Result<(), GgufError> {
+        let keys: Vec<String> = src
+            .metadata
+            .keys()
+            .filter(|k| k.starts_with("tokenizer."))
+            .cloned()
+            .collect();
+        for k in &keys {
+            self.copy_from(src, k)?;
+        }
+        Ok(())
+    }
+
     /// Add a tensor from f32 values (ggml order: `dims[0]` is the row length), stored as
-    /// `ty` (F32, F16, BF16 or Q8_0).
+    /// `ty` (any type ggml quantizes; K-quants need rows of whole 256-value blocks).
     pub fn tensor_f32(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: &[f32]) {
         assert_eq!(dims.iter().product::<u64>() as usize, data.len(), "{name}");
         let bytes = match ty {

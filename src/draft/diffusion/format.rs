@@ -115,15 +115,7 @@ impl DflashShape {
                 .map(|&l| l as i32)
                 .collect::<Vec<_>>(),
         );
-        let keys: Vec<String> = target
-            .metadata
-            .keys()
-            .filter(|k| k.starts_with("tokenizer."))
-            .cloned()
-            .collect();
-        for k in &keys {
-            w.copy_from(target, k)?;
-        }
+        w.copy_tokenizer(target)?;
         if target.get("tokenizer.ggml.mask_token_id").is_none() {
             w.u32("tokenizer.ggml.mask_token_id", self.mask_token as u32);
         }
