@@ -35,6 +35,9 @@ pub enum SessionError {
     /// The diffusion drafter could not be loaded.
     #[error(transparent)]
     Diffusion(#[from] DiffusionError),
+    /// A benchmark setting cannot be run.
+    #[error("{0}")]
+    Bench(String),
     /// The diffusion drafter was chosen without a drafter file.
     #[error("the diffusion drafter needs a drafter file (--drafter PATH.gguf)")]
     NoDrafterFile,

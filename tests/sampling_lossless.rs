@@ -86,7 +86,9 @@ fn diffusion_sampling_on_q4_k_m_targets_matches_plain_sampling() {
 fn ngram_sampling_under_a_grammar_matches_plain_sampling() {
     GRAMMAR.with(|g| {
         *g.borrow_mut() =
-            Some(r#"root ::= (" one" | " two" | " three" | " four" | " five" | ",")+"#.into())
+            // After " o" or " f" the grammar forces the rest of the phrase: forced drafts
+            // (point-mass proposals) are exercised under sampling too.
+            Some(r#"root ::= (" one two three" | " four five six" | ",")+"#.into())
     });
     check_sampling_with("smollm2-135m", false, false, false, true);
 }

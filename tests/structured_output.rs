@@ -2,7 +2,8 @@
 //! grammar sampler) are valid against the schema (checked by Python's reference
 //! `jsonschema`), and speculative decoding under the grammar gives exactly the output of
 //! plain decoding under the same grammar (n-gram and diffusion drafters, drafts left
-//! unconstrained; verification masks the target's distribution position by position).
+//! unconstrained, plus the text the grammar alone determines drafted for free;
+//! verification masks the target's distribution position by position).
 
 mod common;
 
@@ -84,6 +85,7 @@ fn check(
     let m = model(name, true);
     let mut ctx = context(&m, 1024);
     let mut out = Vec::new();
+    let mut forced = 0;
     for (what, schema) in cases() {
         let gbnf = json_schema_to_gbnf(&schema.to_string()).expect("schema converts");
         let grammar = Arc::new(Grammar::new(&m, &gbnf).expect("grammar parses"));
@@ -107,6 +109,7 @@ fn check(
             ("ngram", run(&mut ctx, &mut ngram, &toks, N_TOKENS, &cfg)),
             ("diffusion", run(&mut ctx, &mut diff, &toks, N_TOKENS, &cfg)),
         ] {
+            forced += g.stats.forced;
             if g.tokens != base.tokens {
                 let at = common_prefix_len(&g.tokens, &base.tokens);
                 let gap = base.margins.get(at).copied().unwrap_or(f32::INFINITY);
@@ -122,6 +125,9 @@ fn check(
         eprintln!("{name} '{what}': {text}");
         out.push(json!({"schema": schema, "output": text}));
     }
+    // Key names, `":` and closing brackets were drafted from the grammar alone.
+    assert!(forced > 0, "{name}: no grammar-forced drafts");
+    eprintln!("{name}: {forced} grammar-forced draft tokens");
     out
 }
 

@@ -140,6 +140,8 @@ fn run_job(
         sampling: job.sampling.clone(),
         lazy_head,
         grammar: job.grammar.clone(),
+        // `--draft none` / n_max 0 is plain decoding: no forced drafts either.
+        forced_drafts: draft != DraftSpec::None,
         ..EngineConfig::default()
     };
     let model = session.model.clone();

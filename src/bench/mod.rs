@@ -22,6 +22,7 @@ use crate::draft::{NgramConfig, OracleDrafter};
 use crate::engine::{DraftPolicy, EngineConfig, FixedPolicy, PolicyKind};
 use crate::llama::{Token, llama_spec_generate};
 use crate::session::{DiffusionSpec, DraftSpec, Session, SessionError};
+use std::sync::Arc;
 
 /// One prompt of a suite (JSONL: {"id", "category", "prompt", "raw"}).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -35,6 +36,9 @@ pub struct BenchPrompt {
     /// Tokenize the prompt as is, without the chat template.
     #[serde(default)]
     pub raw: bool,
+    /// A JSON Schema the answer must follow (structured output; Tandem configurations).
+    #[serde(default)]
+    pub schema: Option<serde_json::Value>,
 }
 
 /// Read a JSONL prompt suite (blank lines skipped).
@@ -140,6 +144,9 @@ pub struct RunResult {
     /// `k_hist[k]`: rounds that verified k draft tokens (empty where unknown: llama.cpp).
     #[serde(default)]
     pub k_hist: Vec<usize>,
+    /// Draft tokens a grammar forced (structured output).
+    #[serde(default)]
+    pub forced: usize,
 }
 
 /// Run one configuration on one prompt. `reference` is what the oracle replays (ignored
@@ -189,6 +196,9 @@ pub fn run_one(
                 lazy_head: head,
                 lazy_group: opts.lazy_group,
                 sampling: opts.sampling.clone(),
+                grammar: opts.grammar.clone(),
+                // `none` is plain decoding under the grammar: no forced drafts either.
+                forced_drafts: k > 0,
                 ..Default::default()
             };
             let g = session.run(prompt, n, policy.as_mut(), &ecfg, &mut |_| true)?;
@@ -200,6 +210,7 @@ pub fn run_one(
                 rounds: s.rounds,
                 drafted: s.drafted,
                 accepted: s.accepted,
+                forced: s.forced,
                 draft_s: s.draft.as_secs_f64(),
                 verify_s: s.verify.as_secs_f64(),
                 overhead_s: s.overhead.as_secs_f64(),
@@ -234,6 +245,7 @@ pub fn run_one(
                 drafted_at: Vec::new(),
                 accepted_at: Vec::new(),
                 k_hist: Vec::new(),
+                forced: 0,
             };
             Ok((toks, r))
         }
@@ -268,10 +280,12 @@ fn baseline_margins(
     session: &mut Session,
     prompt: &[Token],
     n: usize,
+    grammar: Option<Arc<crate::llama::Grammar>>,
 ) -> Result<Vec<f32>, SessionError> {
     let cfg = EngineConfig {
         draft_max: 0,
         record_margins: true,
+        grammar,
         ..Default::default()
     };
     let g = session.generate(prompt, n, &mut crate::draft::NoDrafter, &cfg, &mut |_| true)?;
@@ -296,6 +310,8 @@ pub struct SuiteOptions {
     /// How tokens are chosen (greedy, or sampled: then outputs are samples and are not
     /// compared with the baseline's).
     pub sampling: crate::sampling::SamplingConfig,
+    /// The grammar of the current prompt (set by [`run_suite`] from its `schema`).
+    pub grammar: Option<Arc<crate::llama::Grammar>>,
 }
 
 /// Keep at most `n` prompts of each category, in file order.
@@ -330,6 +346,30 @@ pub fn run_suite(
     let mut out = Vec::with_capacity(prompts.len());
     for p in prompts {
         let toks = session.prompt_tokens(&p.prompt, p.raw)?;
+        // A prompt with a schema: every Tandem configuration decodes under its grammar.
+        let grammar = match &p.schema {
+            Some(s) => {
+                let bad = |e: crate::llama::GrammarError| {
+                    SessionError::Bench(format!("prompt {}: {e}", p.id))
+                };
+                let gbnf = crate::llama::json_schema_to_gbnf(&s.to_string()).map_err(bad)?;
+                if configs.iter().any(|c| matches!(c, BenchConfig::Llama(_))) {
+                    return Err(SessionError::Bench(format!(
+                        "prompt {} has a schema: llama.cpp configurations cannot follow it",
+                        p.id
+                    )));
+                }
+                Some(Arc::new(
+                    crate::llama::Grammar::new(&session.model, &gbnf).map_err(bad)?,
+                ))
+            }
+            None => None,
+        };
+        let popts = SuiteOptions {
+            grammar,
+            ..opts.clone()
+        };
+        let opts = &popts;
         let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); configs.len()];
         // First token index where each configuration's output left the baseline's (over all
         // repetitions; None = identical every time).
@@ -371,7 +411,7 @@ pub fn run_suite(
         // Where an output differs, say whether it is llama.cpp's batch rounding flipping a
         // near-tie: one untimed baseline pass recording the target's top-2 logit gaps.
         if let Some(last) = first_diff.iter().flatten().max() {
-            let margins = baseline_margins(session, &toks, last + 1)?;
+            let margins = baseline_margins(session, &toks, last + 1, opts.grammar.clone())?;
             for (s, d) in summaries.iter_mut().zip(&first_diff) {
                 if let Some(at) = *d {
                     s.divergence = Some(Divergence {

@@ -236,6 +236,7 @@ mod tests {
             drafted_at: vec![],
             accepted_at: vec![],
             k_hist: vec![],
+            forced: 0,
         }
     }
 

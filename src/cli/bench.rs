@@ -222,6 +222,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             top_p: a.top_p,
             seed: a.seed,
         },
+        grammar: None,
     };
     tandem::api::check_sampling(&opts.sampling, &tandem::api::SamplingNames::CLI)
         .map_err(anyhow::Error::msg)?;

@@ -162,13 +162,18 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         );
     } else if written {
         eprintln!(
-            "[{} tokens, {:.1} tok/s, stop: {} | draft {} ({}): {} proposed, {} accepted ({:.0}%), mean k {:.2}, {:.2} tokens/step | prompt {} tok in {:.0} ms, draft {:.0} ms, verify {:.0} ms, other {:.0} ms]",
+            "[{} tokens, {:.1} tok/s, stop: {} | draft {} ({}): {} proposed{}, {} accepted ({:.0}%), mean k {:.2}, {:.2} tokens/step | prompt {} tok in {:.0} ms, draft {:.0} ms, verify {:.0} ms, other {:.0} ms]",
             s.n_generated,
             s.tokens_per_s(),
             fin.stop,
             fin.drafter,
             fin.policy,
             s.drafted,
+            if s.forced > 0 {
+                format!(" ({} forced by the grammar)", s.forced)
+            } else {
+                String::new()
+            },
             s.accepted,
             100.0 * s.acceptance_rate(),
             s.mean_k(),

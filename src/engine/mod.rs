@@ -58,6 +58,9 @@ pub struct EngineConfig {
     /// the state reached through the accepted prefix, so the output is exactly that of
     /// plain decoding under the same grammar; drafts stay unconstrained.
     pub grammar: Option<Arc<crate::llama::Grammar>>,
+    /// Under a grammar, draft the text it alone determines (off: plain decoding means
+    /// one token per step).
+    pub forced_drafts: bool,
 }
 
 /// A shared "stop now" flag (see [`EngineConfig::cancel`]).
@@ -88,6 +91,7 @@ impl Default for EngineConfig {
             reuse_prefix: 0,
             cancel: None,
             grammar: None,
+            forced_drafts: true,
         }
     }
 }

@@ -34,6 +34,8 @@ pub(super) struct Round<'c> {
     grammar: Option<Grammar>,
     /// Scratch for a masked logit row.
     masked: Vec<f32>,
+    /// This round's draft is text the grammar forced, not the policy's.
+    forced_round: bool,
 }
 
 impl<'c> Round<'c> {
@@ -58,6 +60,7 @@ impl<'c> Round<'c> {
             logit_bufs: Vec::new(),
             grammar: cfg.grammar.as_ref().map(|g| (**g).clone()),
             masked: Vec::new(),
+            forced_round: false,
         }
     }
 
@@ -156,12 +159,28 @@ impl<'c> Round<'c> {
     }
 
     /// Ask the policy for at most `k` draft tokens.
+    /// Under a grammar, text the grammar alone determines (a key name, `":`, closing
+    /// brackets) is drafted instead, at no drafting cost and outside the policy's
+    /// calibration: a point-mass proposal, verified like any draft.
     pub(super) fn draft(&mut self, policy: &mut dyn DraftPolicy, k: usize) {
         let td = Instant::now();
         self.draft.clear();
+        self.forced_round = false;
         if k > 0 {
-            policy.draft(&self.history, k, &self.cfg.sampling, &mut self.draft);
-            self.draft.truncate(k);
+            let forced = match self.grammar.as_mut() {
+                Some(g) if self.cfg.forced_drafts => g.forced_tokens(k),
+                _ => Vec::new(),
+            };
+            if forced.is_empty() {
+                policy.draft(&self.history, k, &self.cfg.sampling, &mut self.draft);
+                self.draft.truncate(k);
+            } else {
+                self.forced_round = true;
+                self.stats.forced += forced.len();
+                self.draft.q = vec![None; forced.len()];
+                self.draft.confidence = vec![1.0; forced.len()];
+                self.draft.tokens = forced;
+            }
         }
         self.stats.draft += td.elapsed();
     }
@@ -221,14 +240,16 @@ impl<'c> Round<'c> {
         self.stats.verify += head_time;
         self.emit.push(next);
         self.stats.record_round(self.draft.len(), n_acc);
-        policy.outcome(
-            &self.draft,
-            Outcome {
-                drafted: self.draft.len(),
-                accepted: n_acc,
-                verify: tv.elapsed(),
-            },
-        );
+        if !self.forced_round {
+            policy.outcome(
+                &self.draft,
+                Outcome {
+                    drafted: self.draft.len(),
+                    accepted: n_acc,
+                    verify: tv.elapsed(),
+                },
+            );
+        }
         if self.wants_features {
             let to = Instant::now();
             ctx.features_into(0..n_acc + 1, &mut self.features)?;

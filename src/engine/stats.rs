@@ -45,6 +45,8 @@ pub struct Stats {
     pub drafted: usize,
     /// Draft tokens accepted, over all rounds.
     pub accepted: usize,
+    /// Of `drafted`: tokens of text a grammar alone determined (drafted at no cost).
+    pub forced: usize,
     /// `drafted_at[i]`: rounds whose draft had a token at position i; `accepted_at[i]`:
     /// rounds that kept it.
     pub drafted_at: Vec<usize>,
