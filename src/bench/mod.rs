@@ -469,6 +469,7 @@ mod tests {
             category: c.into(),
             prompt: "x".into(),
             raw: false,
+            schema: None,
         };
         let kept = limit_per_category(vec![p("a", "x"), p("b", "y"), p("c", "x"), p("d", "x")], 2);
         let ids: Vec<&str> = kept.iter().map(|p| p.id.as_str()).collect();
