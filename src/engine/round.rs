@@ -112,12 +112,7 @@ impl<'c> Round<'c> {
         );
         if self.cfg.record_margins && self.greedy {
             let row = match self.grammar.as_mut() {
-                Some(g) => {
-                    self.masked.clear();
-                    self.masked.extend_from_slice(ctx.logits(0));
-                    g.mask(&mut self.masked);
-                    &self.masked[..]
-                }
+                Some(g) => masked_copy(g, ctx.logits(0), &mut self.masked),
                 None => ctx.logits(0),
             };
             self.margins.push(argmax_margin(row).1);
@@ -296,10 +291,15 @@ fn constrained_argmax<T: Target + ?Sized>(
     if g.allows(t) {
         return t;
     }
-    masked.clear();
-    masked.extend_from_slice(rows.logits(i));
-    g.mask(masked);
-    argmax(masked)
+    argmax(masked_copy(g, rows.logits(i), masked))
+}
+
+/// `row` copied into `scratch` with the tokens the grammar forbids set to −∞.
+fn masked_copy<'s>(g: &mut Grammar, row: &[f32], scratch: &'s mut Vec<f32>) -> &'s [f32] {
+    scratch.clear();
+    scratch.extend_from_slice(row);
+    g.mask(scratch);
+    scratch
 }
 
 /// Row `i`'s logits, masked by the grammar if there is one.
@@ -310,12 +310,7 @@ fn constrained_row<'r, T: Target + ?Sized>(
     masked: &'r mut Vec<f32>,
 ) -> &'r [f32] {
     match grammar {
-        Some(g) => {
-            masked.clear();
-            masked.extend_from_slice(rows.logits(i));
-            g.mask(masked);
-            masked
-        }
+        Some(g) => masked_copy(g, rows.logits(i), masked),
         None => rows.logits(i),
     }
 }
@@ -397,13 +392,13 @@ fn pick(
 ) -> Token {
     let row = match grammar {
         Some(g) => {
-            if greedy && g.allows(argmax(row)) {
-                return argmax(row);
+            if greedy {
+                let t = argmax(row);
+                if g.allows(t) {
+                    return t;
+                }
             }
-            masked.clear();
-            masked.extend_from_slice(row);
-            g.mask(masked);
-            &masked[..]
+            masked_copy(g, row, masked)
         }
         None => row,
     };

@@ -80,6 +80,16 @@ enum Prepared {
     Ggml(Vec<Activation>),
 }
 
+impl Prepared {
+    /// The Q8_0 kernel's view of the activations (empty for ggml's kernels).
+    fn q8_refs(&self) -> Vec<&Q8Rows> {
+        match self {
+            Prepared::Q8(q) => q.iter().collect(),
+            Prepared::Ggml(_) => Vec::new(),
+        }
+    }
+}
+
 /// The output projection, held as the model stores it.
 pub struct OutputHead {
     n_embd: usize,
@@ -170,12 +180,10 @@ impl OutputHead {
         let w = if let Some(w) = widened {
             Weights::Q8 { w, nb: n_embd / QK }
         } else {
-            let k = TypeKernels::new(ty)
-                .filter(|_| ty != GgmlType::I32 && ty != GgmlType::I64)
-                .ok_or_else(|| HeadError::UnsupportedType {
-                    path: p.clone(),
-                    ty,
-                })?;
+            let k = TypeKernels::new(ty).ok_or_else(|| HeadError::UnsupportedType {
+                path: p.clone(),
+                ty,
+            })?;
             let row_bytes = k.row_bytes(n_embd).filter(|rb| rb * n_vocab == bytes.len());
             let row_bytes = row_bytes.ok_or(HeadError::UnsupportedType { path: p, ty })?;
             Weights::Ggml {
@@ -272,10 +280,7 @@ impl OutputHead {
     /// without materialising the logit vectors.
     pub fn argmax(&self, hidden: &[&[f32]]) -> Vec<(Token, f32)> {
         let xs = self.prepare(hidden);
-        let refs: Vec<&Q8Rows> = match &xs {
-            Prepared::Q8(q) => q.iter().collect(),
-            Prepared::Ggml(_) => Vec::new(),
-        };
+        let refs = xs.q8_refs();
         let m = hidden.len();
         let parts = self.par_rows(|lo, hi| {
             let mut best = vec![(0usize, f32::NEG_INFINITY); m];
@@ -319,10 +324,7 @@ impl OutputHead {
 
     fn logits_with(&self, hidden: &[&[f32]], out: &mut [Vec<f32>], cap: bool) {
         let xs = self.prepare(hidden);
-        let refs: Vec<&Q8Rows> = match &xs {
-            Prepared::Q8(q) => q.iter().collect(),
-            Prepared::Ggml(_) => Vec::new(),
-        };
+        let refs = xs.q8_refs();
         let m = hidden.len();
         // Each task fills its vocabulary range of every output row in place: no temporary
         // copy of the logits (tens of MB for a large vocabulary: fresh pages cost more than

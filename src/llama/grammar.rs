@@ -51,13 +51,13 @@ pub const JSON_OBJECT_SCHEMA: &str = r#"{"type": "object"}"#;
 /// The vocabulary's single-byte tokens (by byte) and end-of-generation tokens: what
 /// probing the grammar byte by byte needs.
 #[derive(Debug)]
-struct ByteTokens {
+pub(super) struct ByteTokens {
     by_byte: Vec<Option<Token>>,
     eog: Vec<Token>,
 }
 
 impl ByteTokens {
-    fn of(model: &Model) -> Self {
+    pub(super) fn of(model: &Model) -> Self {
         let mut by_byte = vec![None; 256];
         let mut eog = Vec::new();
         for t in 0..model.n_vocab() as Token {
@@ -116,7 +116,7 @@ impl Grammar {
         }
         Ok(Self {
             smpl,
-            bytes: Arc::new(ByteTokens::of(model)),
+            bytes: model.byte_tokens(),
             n_vocab: model.n_vocab(),
             cand: Vec::new(),
             _model: model.clone(),
