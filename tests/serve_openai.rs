@@ -508,6 +508,23 @@ fn a_full_queue_gets_503_and_the_others_complete() {
 }
 
 #[test]
+fn tool_calls_round_trip_through_the_openai_client() {
+    let _x = exclusive();
+    let server = Server::start(MODEL, &[]);
+    let out = run_python("tools.py", &[&server.base_url(), API_KEY, MODEL]);
+    eprintln!("{out}");
+    assert_eq!(out["finish"], "tool_calls", "{out}");
+    assert!(out["id"].as_str().unwrap().starts_with("call_"), "{out}");
+    assert_eq!(out["stream_same"], true, "{out}");
+    assert!(!out["after_tool"].as_str().unwrap().is_empty(), "{out}");
+    assert_eq!(out["bad_status"], 400, "{out}");
+    assert!(
+        out["bad_message"].as_str().unwrap().contains("get_stock"),
+        "{out}"
+    );
+}
+
+#[test]
 fn response_format_json_schema_gives_valid_json_and_bad_schemas_get_400() {
     let _x = exclusive();
     let server = Server::start(MODEL, &[]);

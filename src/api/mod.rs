@@ -25,6 +25,7 @@ mod prompt_cache;
 mod request;
 mod stop;
 mod stream;
+mod tools;
 mod worker;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub use request::{
 };
 pub use stop::StopMatcher;
 pub use stream::{CancelHandle, Event, Finish, FinishReason, TextStream};
+pub use tools::{Tool, ToolCall, ToolChoice, ToolReply, Tools, calls_message, result_message};
 
 use crate::llama::{Model, Token};
 use crate::sampling::SamplingConfig;

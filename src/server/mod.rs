@@ -221,6 +221,7 @@ async fn answer(
         return Err(HttpError::unknown_model(m, &st.cfg.model_id));
     }
     let request = body.to_request(endpoint, &st.cfg.limits)?;
+    let tools = body.tools()?;
     // Tokenizing a large prompt takes a while: off the HTTP thread.
     let engine = st.engine.clone();
     let mut stream = tokio::task::spawn_blocking(move || engine.generate(&request))
@@ -246,6 +247,8 @@ async fn answer(
         endpoint,
         include_usage: body.include_usage(),
         draft_max: st.engine.info().draft_max,
+        tools,
+        call_id_seed: rand_suffix(),
     };
     if body.streaming() {
         let events = sse::SseBody::new(stream, header);
@@ -264,11 +267,22 @@ async fn answer(
             None => return Err(crate::api::ApiError::EngineGone.into()),
         }
     };
-    let reason = wire::finish_reason(&finish);
+    let mut reason = wire::finish_reason(&finish);
+    let mut message = json!({"role": "assistant", "content": text});
+    if let Some(tools) = &header.tools {
+        match tools.parse(&text) {
+            crate::api::ToolReply::Calls(calls) => {
+                reason = "tool_calls";
+                message["content"] = serde_json::Value::Null;
+                message["tool_calls"] = wire::tool_calls_json(&calls, header.call_id_seed, false);
+            }
+            crate::api::ToolReply::Content(t) => message["content"] = json!(t),
+        }
+    }
     let choice = match endpoint {
         Endpoint::Chat => json!({
             "index": 0,
-            "message": {"role": "assistant", "content": text},
+            "message": message,
             "logprobs": null,
             "finish_reason": reason,
         }),

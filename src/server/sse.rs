@@ -13,7 +13,7 @@ use tokio_stream::Stream;
 
 use super::error::HttpError;
 use super::wire::{self, Endpoint};
-use crate::api::{Event, TextStream};
+use crate::api::{Event, TextStream, ToolReply, Tools};
 
 /// What every chunk of one answer shares.
 pub struct ChunkHeader {
@@ -29,10 +29,25 @@ pub struct ChunkHeader {
     pub include_usage: bool,
     /// The engine's draft length (for the statistics).
     pub draft_max: usize,
+    /// Tools offered: the answer is held back and sent whole at the end, as `tool_calls`
+    /// or content (the JSON the model writes is not what the client is shown).
+    pub tools: Option<Tools>,
+    /// Seed of the tool calls' ids.
+    pub call_id_seed: u32,
 }
 
 impl ChunkHeader {
     fn chunk(&self, text: Option<&str>, finish: Option<&str>, first: bool) -> Value {
+        self.chunk_with(text, None, finish, first)
+    }
+
+    fn chunk_with(
+        &self,
+        text: Option<&str>,
+        tool_calls: Option<Value>,
+        finish: Option<&str>,
+        first: bool,
+    ) -> Value {
         let choice = match self.endpoint {
             Endpoint::Chat => {
                 let mut delta = serde_json::Map::new();
@@ -41,6 +56,9 @@ impl ChunkHeader {
                 }
                 if let Some(t) = text {
                     delta.insert("content".into(), json!(t));
+                }
+                if let Some(c) = tool_calls {
+                    delta.insert("tool_calls".into(), c);
                 }
                 json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
             }
@@ -68,6 +86,8 @@ pub struct SseBody {
     queue: VecDeque<SseEvent>,
     started: bool,
     ended: bool,
+    /// The answer so far, when tools hold it back.
+    held: String,
 }
 
 impl SseBody {
@@ -79,6 +99,7 @@ impl SseBody {
             queue: VecDeque::new(),
             started: false,
             ended: false,
+            held: String::new(),
         }
     }
 
@@ -91,14 +112,27 @@ impl SseBody {
         let first = !self.started;
         self.started = true;
         match ev {
+            Some(Event::Text(t)) if self.header.tools.is_some() => self.held.push_str(&t),
             Some(Event::Text(t)) => {
                 let c = self.header.chunk(Some(&t), None, first);
                 self.push(c);
             }
             Some(Event::Done(f)) => {
-                let mut last = self
-                    .header
-                    .chunk(None, Some(wire::finish_reason(&f)), first);
+                let mut reason = wire::finish_reason(&f);
+                let mut first = first;
+                if let Some(tools) = &self.header.tools {
+                    let c = match tools.parse(&self.held) {
+                        ToolReply::Calls(calls) => {
+                            reason = "tool_calls";
+                            let tc = wire::tool_calls_json(&calls, self.header.call_id_seed, true);
+                            self.header.chunk_with(None, Some(tc), None, first)
+                        }
+                        ToolReply::Content(t) => self.header.chunk(Some(&t), None, first),
+                    };
+                    self.push(c);
+                    first = false;
+                }
+                let mut last = self.header.chunk(None, Some(reason), first);
                 last["tandem"] = wire::tandem_stats(&f, self.header.draft_max);
                 last["timings"] = wire::timings(&f);
                 self.push(last);

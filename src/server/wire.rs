@@ -54,8 +54,13 @@ pub struct Body {
     pub logprobs: Option<Value>,
     /// Completions: echo the prompt (not supported).
     pub echo: Option<bool>,
-    /// Chat: tools (not supported when non-empty).
+    /// Chat: functions the model may call (OpenAI's `tools`).
     pub tools: Option<Vec<Value>>,
+    /// Chat: `none`, `auto` (default), `required` or `{"type": "function", "function":
+    /// {"name"}}`.
+    pub tool_choice: Option<Value>,
+    /// Chat: allow several tool calls in one answer (default false, as llama-server).
+    pub parallel_tool_calls: Option<bool>,
     /// Structured output: `{"type": "text" | "json_object" | "json_schema", ...}`
     /// (OpenAI's shape; llama-server's `json_object` + `schema` too).
     pub response_format: Option<Value>,
@@ -91,6 +96,12 @@ pub struct ChatMessage {
     /// A string, or a list of `{"type": "text", "text": ...}` parts.
     #[serde(default)]
     pub content: Value,
+    /// An assistant turn's tool calls.
+    pub tool_calls: Option<Vec<Value>>,
+    /// A `tool` turn: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// A `tool` turn: the tool's name.
+    pub name: Option<String>,
 }
 
 /// Which endpoint a body was sent to.
@@ -135,8 +146,9 @@ impl Body {
         if self.echo == Some(true) {
             return bad("echo is not supported".into());
         }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return bad("tools are not supported".into());
+        let tools = self.tools()?;
+        if tools.is_some() && endpoint == Endpoint::Completions {
+            return bad("tools belong to /v1/chat/completions".into());
         }
         let prompt = match endpoint {
             Endpoint::Completions => {
@@ -212,7 +224,7 @@ impl Body {
                 .map_err(|e| HttpError::bad_request(format!("tandem.draft: {e}")))?;
         }
         speculation.validate().map_err(HttpError::bad_request)?;
-        Ok(Request {
+        let request = Request {
             prompt,
             max_tokens,
             sampling: Some(sampling),
@@ -220,7 +232,37 @@ impl Body {
             speculation,
             cache_prompt: self.cache_prompt.unwrap_or(true),
             constraint: self.constraint()?,
-        })
+        };
+        match &tools {
+            Some(t) => Ok(request.with_tools(t)?),
+            None => Ok(request),
+        }
+    }
+
+    /// The tools the answer may call: `None` without tools or with `tool_choice: none`.
+    pub fn tools(&self) -> Result<Option<api::Tools>, HttpError> {
+        let Some(list) = self.tools.as_ref().filter(|t| !t.is_empty()) else {
+            if self.tool_choice.is_some() && self.tool_choice != Some(json!("none")) {
+                return Err(HttpError::bad_request("tool_choice needs tools"));
+            }
+            return Ok(None);
+        };
+        let Some(choice) = api::ToolChoice::from_openai(self.tool_choice.as_ref())
+            .map_err(HttpError::bad_request)?
+        else {
+            return Ok(None);
+        };
+        let tools = api::Tools {
+            tools: list
+                .iter()
+                .map(api::Tool::from_openai)
+                .collect::<Result<_, _>>()
+                .map_err(HttpError::bad_request)?,
+            choice,
+            parallel: self.parallel_tool_calls.unwrap_or(false),
+        };
+        tools.validate().map_err(HttpError::bad_request)?;
+        Ok(Some(tools))
     }
 
     /// The answer's required shape from `response_format`, `json_schema` or `grammar`
@@ -309,9 +351,58 @@ fn completion_prompt(v: Option<&Value>) -> Result<String, HttpError> {
     }
 }
 
+/// One message as the engine takes it. Tool turns become text in the shape the tool
+/// instructions describe (see [`api::Tools`]): an assistant's calls as its JSON, a tool's
+/// result as a user turn.
 fn chat_message(m: &ChatMessage) -> Result<Message, HttpError> {
-    let role: Role = m.role.parse().map_err(HttpError::bad_request)?;
-    let content = match &m.content {
+    if m.role == "tool" {
+        let content = message_text(&m.content)?;
+        return Ok(api::result_message(
+            m.name.as_deref(),
+            m.tool_call_id.as_deref(),
+            &content,
+        ));
+    }
+    let role: Role = m
+        .role
+        .parse()
+        .map_err(|e: String| HttpError::bad_request(e.replace("assistant)", "assistant, tool)")))?;
+    if let Some(calls) = m.tool_calls.as_ref().filter(|c| !c.is_empty()) {
+        if role != Role::Assistant {
+            return Err(HttpError::bad_request(
+                "only assistant messages carry tool_calls",
+            ));
+        }
+        let calls = calls
+            .iter()
+            .map(|c| {
+                let name = c.pointer("/function/name").and_then(Value::as_str);
+                let args = c.pointer("/function/arguments");
+                match (name, args) {
+                    (Some(n), Some(Value::String(a))) => Ok(api::ToolCall {
+                        name: n.to_string(),
+                        arguments: a.clone(),
+                    }),
+                    (Some(n), Some(a)) if a.is_object() => Ok(api::ToolCall {
+                        name: n.to_string(),
+                        arguments: a.to_string(),
+                    }),
+                    _ => Err(HttpError::bad_request(
+                        "a tool call needs {\"function\": {\"name\", \"arguments\"}}",
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(api::calls_message(&calls));
+    }
+    Ok(Message {
+        role,
+        content: message_text(&m.content)?,
+    })
+}
+
+fn message_text(content: &Value) -> Result<String, HttpError> {
+    Ok(match content {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         Value::Array(parts) => {
@@ -333,8 +424,7 @@ fn chat_message(m: &ChatMessage) -> Result<Message, HttpError> {
                 "message content must be a string or a list of text parts",
             ));
         }
-    };
-    Ok(Message { role, content })
+    })
 }
 
 fn stop_strings(v: Option<&Value>) -> Result<Vec<String>, HttpError> {
@@ -364,6 +454,27 @@ fn stop_strings(v: Option<&Value>) -> Result<Vec<String>, HttpError> {
 }
 
 /// OpenAI's `finish_reason` (a cancelled generation has no client left to read it).
+/// OpenAI's `tool_calls` list for `calls` (stream chunks carry each call's `index`).
+pub fn tool_calls_json(calls: &[api::ToolCall], id_seed: u32, streamed: bool) -> Value {
+    Value::Array(
+        calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut v = json!({
+                    "id": format!("call_{:08x}{i}", id_seed),
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                });
+                if streamed {
+                    v["index"] = json!(i);
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
 pub fn finish_reason(f: &Finish) -> &'static str {
     match f.reason {
         FinishReason::Stop => "stop",
@@ -488,6 +599,44 @@ mod tests {
         assert_eq!(r.max_tokens, 5);
     }
 
+    fn tool() -> Value {
+        json!({"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})
+    }
+
+    #[test]
+    fn tools_describe_themselves_and_tool_turns_become_text() {
+        let r = parse(
+            json!({"messages": [
+                {"role": "user", "content": "Weather in Oslo?"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "12 C"},
+            ], "tools": [tool()], "tool_choice": "required"}),
+            Endpoint::Chat,
+        )
+        .unwrap();
+        let Prompt::Chat(m) = &r.prompt else { panic!() };
+        assert_eq!(m[0].role, Role::System);
+        assert!(m[0].content.contains("get_weather"));
+        assert_eq!(
+            m[2].content,
+            r#"{"tool_call":{"arguments":{"city":"Oslo"},"name":"get_weather"}}"#
+        );
+        assert_eq!(m[3].role, Role::User);
+        assert!(m[3].content.contains(r#""tool_response""#) && m[3].content.contains("12 C"));
+        assert!(
+            matches!(&r.constraint, Some(api::Constraint::JsonSchema(s)) if s.contains("get_weather"))
+        );
+        // tool_choice none: the tools are not offered.
+        let r = parse(
+            json!({"messages": [{"role": "user", "content": "x"}], "tools": [tool()], "tool_choice": "none"}),
+            Endpoint::Chat,
+        )
+        .unwrap();
+        assert!(r.constraint.is_none());
+    }
+
     #[test]
     fn bad_settings_are_400s() {
         for (body, e) in [
@@ -520,6 +669,23 @@ mod tests {
             (json!({"prompt": "x"}), Endpoint::Chat),
             (
                 json!({"messages": [{"role": "user", "content": "x"}], "tools": [{}]}),
+                Endpoint::Chat,
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "tools": [tool()],
+                       "tool_choice": {"type": "function", "function": {"name": "other"}}}),
+                Endpoint::Chat,
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}),
+                Endpoint::Chat,
+            ),
+            (
+                json!({"prompt": "x", "tools": [tool()]}),
+                Endpoint::Completions,
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x", "tool_calls": [{}]}]}),
                 Endpoint::Chat,
             ),
             (
