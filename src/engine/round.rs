@@ -34,8 +34,12 @@ pub(super) struct Round<'c> {
     grammar: Option<Grammar>,
     /// Scratch for a masked logit row.
     masked: Vec<f32>,
-    /// This round's draft is text the grammar forced, not the policy's.
-    forced_round: bool,
+    /// The policy's share of this round's draft (`None`: the policy was not asked); the
+    /// rest is text the grammar forced.
+    policy_span: Option<std::ops::Range<usize>>,
+    /// Scratch: the policy's draft before merging, and the history + forced text.
+    policy_draft: Draft,
+    ctx_scratch: Vec<Token>,
 }
 
 impl<'c> Round<'c> {
@@ -60,7 +64,9 @@ impl<'c> Round<'c> {
             logit_bufs: Vec::new(),
             grammar: cfg.grammar.as_ref().map(|g| (**g).clone()),
             masked: Vec::new(),
-            forced_round: false,
+            policy_span: None,
+            policy_draft: Draft::default(),
+            ctx_scratch: Vec::new(),
         }
     }
 
@@ -154,27 +160,76 @@ impl<'c> Round<'c> {
     }
 
     /// Ask the policy for at most `k` draft tokens.
-    /// Under a grammar, text the grammar alone determines (a key name, `":`, closing
-    /// brackets) is drafted instead, at no drafting cost and outside the policy's
-    /// calibration: a point-mass proposal, verified like any draft.
+    /// Under a grammar the draft is merged with the text the grammar alone determines (a
+    /// key name, `":`, closing brackets), drafted at no cost as point masses outside the
+    /// policy's calibration: forced text first, then the policy's tokens (lookups see the
+    /// forced text as context) as far as the grammar allows them, then the text forced
+    /// after those.
     pub(super) fn draft(&mut self, policy: &mut dyn DraftPolicy, k: usize) {
         let td = Instant::now();
         self.draft.clear();
-        self.forced_round = false;
+        self.policy_span = None;
         if k > 0 {
-            let forced = match self.grammar.as_mut() {
-                Some(g) if self.cfg.forced_drafts => g.forced_tokens(k),
-                _ => Vec::new(),
-            };
-            if forced.is_empty() {
-                policy.draft(&self.history, k, &self.cfg.sampling, &mut self.draft);
-                self.draft.truncate(k);
-            } else {
-                self.forced_round = true;
-                self.stats.forced += forced.len();
-                self.draft.q = vec![None; forced.len()];
-                self.draft.confidence = vec![1.0; forced.len()];
-                self.draft.tokens = forced;
+            match self.grammar.as_mut().filter(|_| self.cfg.forced_drafts) {
+                None => {
+                    policy.draft(&self.history, k, &self.cfg.sampling, &mut self.draft);
+                    self.draft.truncate(k);
+                    self.policy_span = Some(0..self.draft.len());
+                }
+                Some(g) => {
+                    let mut g = g.clone();
+                    let greedy = self.greedy;
+                    let d = &mut self.draft;
+                    let forced = g.forced_tokens(k);
+                    for &t in &forced {
+                        d.push_point(t);
+                        g.accept(t);
+                    }
+                    let room = k - d.len();
+                    if room > 0 {
+                        let ctx: &[Token] = if forced.is_empty() {
+                            &self.history
+                        } else {
+                            self.ctx_scratch.clear();
+                            self.ctx_scratch.extend_from_slice(&self.history);
+                            self.ctx_scratch.extend_from_slice(&forced);
+                            &self.ctx_scratch
+                        };
+                        let pd = &mut self.policy_draft;
+                        pd.clear();
+                        policy.draft(ctx, room, &self.cfg.sampling, pd);
+                        pd.truncate(room);
+                        let start = d.len();
+                        let mut open = true;
+                        for i in 0..pd.len() {
+                            let t = pd.tokens[i];
+                            let allowed = g.allows(t);
+                            // A token the grammar forbids is certainly rejected. Greedy
+                            // drops it; sampling keeps it (its rejection draws from the
+                            // residual, which exactness needs) and drafts nothing after.
+                            if allowed || !greedy {
+                                d.tokens.push(t);
+                                d.q.push(pd.q[i].take());
+                                d.confidence.push(pd.confidence[i]);
+                            }
+                            if !allowed || g.is_eog(t) {
+                                open = false;
+                                break;
+                            }
+                            g.accept(t);
+                        }
+                        d.match_len = pd.match_len;
+                        d.seen = pd.seen;
+                        self.policy_span = Some(start..d.len());
+                        if open && d.len() > start && d.len() < k {
+                            for t in g.forced_tokens(k - d.len()) {
+                                d.push_point(t);
+                            }
+                        }
+                    }
+                    self.stats.forced +=
+                        self.draft.len() - self.policy_span.as_ref().map_or(0, |r| r.len());
+                }
             }
         }
         self.stats.draft += td.elapsed();
@@ -235,15 +290,33 @@ impl<'c> Round<'c> {
         self.stats.verify += head_time;
         self.emit.push(next);
         self.stats.record_round(self.draft.len(), n_acc);
-        if !self.forced_round {
-            policy.outcome(
+        // The policy learns from its own tokens only, and only when they were judged
+        // (forced text before them was accepted).
+        match self.policy_span.clone() {
+            Some(span) if span.start == 0 && span.end == self.draft.len() => policy.outcome(
                 &self.draft,
                 Outcome {
                     drafted: self.draft.len(),
                     accepted: n_acc,
                     verify: tv.elapsed(),
                 },
-            );
+            ),
+            Some(span) if n_acc >= span.start => {
+                let mut own = self.draft.clone();
+                own.tokens.drain(..span.start);
+                own.q.drain(..span.start);
+                own.confidence.drain(..span.start);
+                own.truncate(span.len());
+                policy.outcome(
+                    &own,
+                    Outcome {
+                        drafted: span.len(),
+                        accepted: (n_acc - span.start).min(span.len()),
+                        verify: tv.elapsed(),
+                    },
+                );
+            }
+            _ => {}
         }
         if self.wants_features {
             let to = Instant::now();

@@ -53,6 +53,9 @@ pub const JSON_OBJECT_SCHEMA: &str = r#"{"type": "object"}"#;
 #[derive(Debug)]
 pub(super) struct ByteTokens {
     by_byte: Vec<Option<Token>>,
+    /// Tokens of tab, newline, carriage return and printable ASCII, where the vocabulary
+    /// has them.
+    ascii: Vec<Token>,
     eog: Vec<Token>,
 }
 
@@ -70,8 +73,36 @@ impl ByteTokens {
                 by_byte[b[0] as usize] = Some(t);
             }
         }
-        Self { by_byte, eog }
+        let ascii = (0u8..128)
+            .filter(|b| matches!(b, b'\t' | b'\n' | b'\r' | b' '..=b'~'))
+            .filter_map(|b| by_byte[b as usize])
+            .collect();
+        Self {
+            by_byte,
+            ascii,
+            eog,
+        }
     }
+
+    fn byte_of(&self, t: Token) -> u8 {
+        self.by_byte
+            .iter()
+            .position(|&x| x == Some(t))
+            .expect("a single-byte token") as u8
+    }
+}
+
+/// The byte that followed the longest recent earlier occurrence (4 bytes down to 1) of
+/// `ctx`'s suffix.
+fn lookup_next(ctx: &[u8]) -> Option<u8> {
+    let n = ctx.len();
+    (1..=4.min(n.saturating_sub(1))).rev().find_map(|m| {
+        let suffix = &ctx[n - m..];
+        (0..n - m)
+            .rev()
+            .find(|&s| &ctx[s..s + m] == suffix)
+            .map(|s| ctx[s + m])
+    })
 }
 
 /// A grammar's matching state for one generation.
@@ -81,6 +112,8 @@ pub struct Grammar {
     n_vocab: usize,
     /// Candidate buffer for full-vocabulary masks.
     cand: Vec<sys::llama_token_data>,
+    /// The text accepted so far (where forced drafts look up the model's formatting).
+    text: Vec<u8>,
     _model: Arc<Model>,
 }
 
@@ -119,6 +152,7 @@ impl Grammar {
             bytes: model.byte_tokens(),
             n_vocab: model.n_vocab(),
             cand: Vec::new(),
+            text: Vec::new(),
             _model: model.clone(),
         })
     }
@@ -170,43 +204,79 @@ impl Grammar {
         }
     }
 
-    /// The one byte the grammar allows next, if exactly one is allowed and generation
-    /// may not end here (probing the single-byte tokens; stops at the second allowed).
-    fn only_byte(&mut self) -> Option<(u8, Token)> {
+    /// The printable ASCII bytes (and tab, newline, carriage return) the grammar allows
+    /// next, in one pass of the sampler; `None` when generation may end here. Forced text
+    /// is only ever a draft, so leaving other bytes unprobed costs at most a rejected guess.
+    fn next_ascii(&mut self) -> Option<Vec<u8>> {
         let bytes = self.bytes.clone();
-        if bytes.eog.iter().any(|&t| self.allows(t)) {
+        self.cand.clear();
+        self.cand.extend(
+            bytes
+                .eog
+                .iter()
+                .chain(&bytes.ascii)
+                .map(|&t| sys::llama_token_data {
+                    id: t,
+                    logit: 0.0,
+                    p: 0.0,
+                }),
+        );
+        let mut arr = sys::llama_token_data_array {
+            data: self.cand.as_mut_ptr(),
+            size: self.cand.len(),
+            selected: -1,
+            sorted: false,
+        };
+        // SAFETY: a valid candidate array; the grammar sampler rewrites logits in place.
+        unsafe { sys::llama_sampler_apply(self.smpl, &mut arr) };
+        let allowed = |c: &sys::llama_token_data| c.logit != f32::NEG_INFINITY;
+        let (eog, ascii) = self.cand.split_at(bytes.eog.len());
+        if eog.iter().any(allowed) {
             return None;
         }
-        let mut only = None;
-        for (b, t) in bytes.by_byte.iter().enumerate() {
-            if let Some(t) = *t
-                && self.allows(t)
-            {
-                if only.is_some() {
-                    return None;
-                }
-                only = Some((b as u8, t));
-            }
-        }
-        only
+        Some(
+            ascii
+                .iter()
+                .filter(|c| allowed(c))
+                .map(|c| bytes.byte_of(c.id))
+                .collect(),
+        )
     }
 
-    /// Tokens for the text the grammar alone determines next (at most `max_tokens`,
-    /// from at most 4 × `max_tokens` bytes), tokenized by the model: a key name, a `":`,
-    /// a closing bracket. Empty when the next byte is not forced. Cost: up to 256
-    /// single-token checks (~1 µs each) per forced byte, usually far fewer.
+    /// The next byte of a draft of grammar-led text: the one byte the grammar allows, or,
+    /// where it allows only a choice of whitespace and at most one other byte (the
+    /// formatting points of JSON: after `{`, `,`, `:`), the byte that followed the same
+    /// context last time in the text so far — the model's own formatting style — else the
+    /// non-whitespace byte. `None` where the text is free (or may end).
+    fn lead_byte(&mut self) -> Option<u8> {
+        let allowed = self.next_ascii()?;
+        let is_ws = |b: &u8| matches!(b, b' ' | b'\n' | b'\t' | b'\r');
+        match allowed.as_slice() {
+            [] => None,
+            [b] => Some(*b),
+            _ if allowed.iter().filter(|b| !is_ws(b)).count() > 1 => None,
+            _ => lookup_next(&self.text)
+                .filter(|b| allowed.contains(b))
+                .or_else(|| allowed.iter().copied().find(|b| !is_ws(b))),
+        }
+    }
+
+    /// Tokens for the text the grammar leads to next (at most `max_tokens`, from at most
+    /// 4 × `max_tokens` bytes), tokenized by the model: a key name with its `": `, the
+    /// formatting between keys in the model's own style, closing brackets. Empty where the
+    /// next byte is free text. Its start must be forced; a draft, verified like any other.
     pub fn forced_tokens(&mut self, max_tokens: usize) -> Vec<Token> {
-        let Some(first) = self.only_byte() else {
+        let Some(first) = self.next_ascii().filter(|a| a.len() == 1) else {
             return Vec::new();
         };
         let mut g = self.clone();
-        let mut text = vec![first.0];
-        g.accept(first.1);
+        let mut text = vec![first[0]];
+        g.accept_byte(first[0]);
         while text.len() < 4 * max_tokens {
-            match g.only_byte() {
-                Some((b, t)) => {
+            match g.lead_byte() {
+                Some(b) => {
                     text.push(b);
-                    g.accept(t);
+                    g.accept_byte(b);
                 }
                 None => break,
             }
@@ -217,11 +287,21 @@ impl Grammar {
         };
         let s = std::str::from_utf8(&text[..valid]).unwrap_or("");
         let mut toks = self._model.tokenize(s, false, false).unwrap_or_default();
-        // The last token's boundary depends on the free text after the forced run (`":`
-        // vs `": "`): the target often tokenizes across it, so it is not drafted.
+        // The last token's boundary depends on the free text after the run (`":` vs
+        // `": "`): the target often tokenizes across it, so it is not drafted.
         toks.pop();
         toks.truncate(max_tokens);
         toks
+    }
+
+    fn accept_byte(&mut self, b: u8) {
+        let t = self.bytes.by_byte[b as usize].expect("a probed byte has a token");
+        self.accept(t);
+    }
+
+    /// Whether `t` ends generation (such tokens are not fed to the grammar).
+    pub fn is_eog(&self, t: Token) -> bool {
+        self.bytes.eog.contains(&t)
     }
 
     /// Advance the state by `t` (which must be allowed). End-of-generation tokens end the
@@ -229,6 +309,7 @@ impl Grammar {
     pub fn accept(&mut self, t: Token) {
         // SAFETY: a live sampler; the wrapper catches llama.cpp's exceptions.
         let rc = unsafe { sys::llama_rs_sampler_accept(self.smpl, t) };
+        self.text.extend_from_slice(&self._model.token_bytes(t));
         debug_assert_eq!(
             rc,
             sys::LLAMA_RS_STATUS_OK,
@@ -247,6 +328,7 @@ impl Clone for Grammar {
             bytes: self.bytes.clone(),
             n_vocab: self.n_vocab,
             cand: Vec::new(),
+            text: self.text.clone(),
             _model: self._model.clone(),
         }
     }
@@ -256,5 +338,20 @@ impl Drop for Grammar {
     fn drop(&mut self) {
         // SAFETY: owned, freed once.
         unsafe { sys::llama_sampler_free(self.smpl) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lookup_next;
+
+    #[test]
+    fn lookup_follows_the_longest_latest_earlier_context() {
+        // `": ` was followed by `"` and `1`; the latest 3-byte context `": ` wins.
+        assert_eq!(lookup_next(b"{\"a\": \"x\", \"b\": 1, \"c\": "), Some(b'1'));
+        // Only a 1-byte context recurs: `,` was followed by a newline.
+        assert_eq!(lookup_next(b"[1,\n2,"), Some(b'\n'));
+        assert_eq!(lookup_next(b"abc"), None);
+        assert_eq!(lookup_next(b""), None);
     }
 }
