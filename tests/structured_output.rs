@@ -120,6 +120,7 @@ fn check(
                 eprintln!("{name} {label} '{what}': near-tie divergence at {at} (gap {gap})");
             }
         }
+        mask_matches_reference(&m, &grammar, &base.tokens);
         let bytes: Vec<u8> = base.tokens.iter().flat_map(|&t| m.token_bytes(t)).collect();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         eprintln!("{name} '{what}': {text}");
@@ -129,6 +130,25 @@ fn check(
     assert!(forced > 0, "{name}: no grammar-forced drafts");
     eprintln!("{name}: {forced} grammar-forced draft tokens");
     out
+}
+
+/// The fast mask (first bytes probed, then only the tokens starting with an allowed byte)
+/// equals the whole vocabulary through llama.cpp's grammar, at every state of an answer.
+fn mask_matches_reference(m: &tandem::llama::Model, grammar: &Grammar, tokens: &[i32]) {
+    let mut g = grammar.clone();
+    let row: Vec<f32> = (0..m.n_vocab())
+        .map(|i| ((i as u64 * 2_654_435_761) % 1000) as f32 / 100.0)
+        .collect();
+    for &t in tokens.iter().filter(|&&t| !m.is_eog(t)) {
+        let (mut fast, mut full) = (row.clone(), row.clone());
+        g.mask(&mut fast);
+        g.mask_reference(&mut full);
+        assert!(
+            fast == full,
+            "mask differs from the reference before token {t}"
+        );
+        g.accept(t);
+    }
 }
 
 fn validate(cases: Vec<Value>) {
@@ -188,21 +208,32 @@ fn grammar_mask_cost() {
         let m = model(name, true);
         let gbnf = json_schema_to_gbnf(tandem::llama::JSON_OBJECT_SCHEMA).unwrap();
         let mut g = Grammar::new(&m, &gbnf).unwrap();
-        let mut logits = vec![0.0f32; m.n_vocab()];
-        let t = std::time::Instant::now();
-        for _ in 0..10 {
-            logits.iter_mut().for_each(|l| *l = 0.0);
-            g.mask(&mut logits);
-        }
-        let full = t.elapsed() / 10;
-        let allowed = logits.iter().filter(|l| l.is_finite()).count();
+        let time_mask = |g: &mut Grammar| {
+            let mut logits = vec![0.0f32; m.n_vocab()];
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                logits.iter_mut().for_each(|l| *l = 0.0);
+                g.mask(&mut logits);
+            }
+            let allowed = logits.iter().filter(|l| l.is_finite()).count();
+            (t.elapsed() / 10, allowed)
+        };
+        let (start, n_start) = time_mask(&mut g);
         let t = std::time::Instant::now();
         for i in 0..1000 {
             g.allows(i);
         }
+        let single = t.elapsed() / 1000;
+        for t in m.tokenize(r#"{"key": "some"#, false, false).unwrap() {
+            g.accept(t);
+        }
+        let (string, n_string) = time_mask(&mut g);
+        let mut logits = vec![0.0f32; m.n_vocab()];
+        let t = std::time::Instant::now();
+        g.mask_reference(&mut logits);
+        let reference = t.elapsed();
         eprintln!(
-            "{name}: full mask {full:?} ({allowed} allowed), single check {:?}",
-            t.elapsed() / 1000
+            "{name}: mask at an object's start {start:?} ({n_start} allowed), inside a string {string:?} ({n_string} allowed; the whole vocabulary through the grammar {reference:?}); single check {single:?}"
         );
     }
 }

@@ -194,6 +194,15 @@ impl Model {
     /// The bytes a token renders as in generated text (may be part of a UTF-8 character).
     /// Control tokens render as nothing.
     pub fn token_bytes(&self, token: Token) -> Vec<u8> {
+        self.piece(token, false)
+    }
+
+    /// The bytes as llama.cpp's grammar sees a token: control tokens as their text.
+    pub(super) fn token_bytes_special(&self, token: Token) -> Vec<u8> {
+        self.piece(token, true)
+    }
+
+    fn piece(&self, token: Token, special: bool) -> Vec<u8> {
         let mut buf = vec![0u8; 64];
         loop {
             // SAFETY: buf is writable for its length; a negative result is the size needed.
@@ -204,7 +213,7 @@ impl Model {
                     buf.as_mut_ptr() as *mut c_char,
                     buf.len() as i32,
                     0,
-                    false,
+                    special,
                 )
             };
             if n >= 0 {
