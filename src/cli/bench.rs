@@ -130,6 +130,10 @@ pub struct BenchArgs {
     /// Run at most this many prompts of each category (in file order).
     #[arg(long)]
     limit_per_category: Option<usize>,
+    /// Ignore the prompts' `schema` fields: the same prompts unconstrained (the
+    /// comparison for structured output).
+    #[arg(long)]
+    no_schema: bool,
     /// Instead of prompts: measure the cost of verifying k = 1..=64 tokens in one batch
     /// relative to one token, at context depth --depth, and save it as JSON (--json).
     #[arg(long)]
@@ -164,6 +168,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     let mut prompts = load_prompts(&a.prompts).map_err(anyhow::Error::msg)?;
     if let Some(n) = a.limit_per_category {
         prompts = limit_per_category(prompts, n);
+    }
+    if a.no_schema {
+        prompts.iter_mut().for_each(|p| p.schema = None);
     }
     if prompts.is_empty() {
         bail!("{}: no prompts", a.prompts.display());
