@@ -18,7 +18,16 @@ fn main() {
     for name in &names {
         let path = models::resolve(name).unwrap();
         for repack in [true, false] {
-            let m = Arc::new(Model::load(&path, &ModelParams { repack }).unwrap());
+            let m = Arc::new(
+                Model::load(
+                    &path,
+                    &ModelParams {
+                        repack,
+                        ..ModelParams::default()
+                    },
+                )
+                .unwrap(),
+            );
             let mut ctx = Context::new(
                 m.clone(),
                 &ContextParams {

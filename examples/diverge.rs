@@ -18,8 +18,16 @@ fn main() {
     );
     let repack = std::env::var("EXACT").is_err();
     let prompts = load_prompts(std::path::Path::new("bench/prompts/foundation.jsonl")).unwrap();
-    let m =
-        Arc::new(Model::load(&models::resolve(name).unwrap(), &ModelParams { repack }).unwrap());
+    let m = Arc::new(
+        Model::load(
+            &models::resolve(name).unwrap(),
+            &ModelParams {
+                repack,
+                ..ModelParams::default()
+            },
+        )
+        .unwrap(),
+    );
     let mut ctx = Context::new(
         m.clone(),
         &ContextParams {

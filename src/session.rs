@@ -162,7 +162,10 @@ impl SessionConfig {
                 n_batch,
                 flash_attn: None,
             },
-            model_params: ModelParams { repack: !exact },
+            model_params: ModelParams {
+                repack: !exact,
+                ..ModelParams::default()
+            },
         }
     }
 }
@@ -318,11 +321,14 @@ impl Session {
 
     /// The head to verify with under `mode`: `Auto` picks the lazy head for large
     /// vocabularies when its kernel keeps pace with llama.cpp's for the head's type
-    /// ([`OutputHead::keeps_pace_with_llama`]), and llama.cpp otherwise.
+    /// ([`OutputHead::keeps_pace_with_llama`]) and the target runs on the CPU, and
+    /// llama.cpp otherwise.
     pub fn head_for(&mut self, mode: HeadMode) -> Result<Option<Arc<OutputHead>>, SessionError> {
         match mode {
             HeadMode::Llama => Ok(None),
             HeadMode::Lazy => self.lazy_head().map(Some),
+            // On a GPU llama.cpp's head runs beside the layers; Tandem's is CPU-only.
+            HeadMode::Auto if self.model.on_gpu() => Ok(None),
             HeadMode::Auto if self.model.n_vocab() >= LAZY_HEAD_MIN_VOCAB => {
                 match self.lazy_head() {
                     Ok(h) if h.keeps_pace_with_llama() => Ok(Some(h)),

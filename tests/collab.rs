@@ -35,7 +35,16 @@ fn contexts(paths: &[PathBuf]) -> Vec<Context> {
             // Exact mode (weights in file layout): llama.cpp then rounds a batch like single
             // tokens for these types, so naive and CoS see the same logits (docs/collaborative.md,
             // "Exactness of batched verification").
-            let m = Arc::new(Model::load(p, &ModelParams { repack: false }).unwrap());
+            let m = Arc::new(
+                Model::load(
+                    p,
+                    &ModelParams {
+                        repack: false,
+                        ..ModelParams::default()
+                    },
+                )
+                .unwrap(),
+            );
             common::context(&m, 1024)
         })
         .collect()

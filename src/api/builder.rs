@@ -35,6 +35,7 @@ pub struct EngineBuilder {
     threads: Option<i32>,
     n_ctx: u32,
     exact: bool,
+    gpu_layers: i32,
     max_queue: usize,
     prompt_cache_slots: usize,
 }
@@ -52,6 +53,7 @@ impl EngineBuilder {
             threads: None,
             n_ctx: 4096,
             exact: false,
+            gpu_layers: crate::llama::default_gpu_layers(),
             max_queue: 16,
             prompt_cache_slots: DEFAULT_PROMPT_CACHE_SLOTS,
         }
@@ -112,6 +114,13 @@ impl EngineBuilder {
     /// exactly like single-token decoding (slower on some models).
     pub fn exact(mut self, on: bool) -> Self {
         self.exact = on;
+        self
+    }
+
+    /// Target layers on the GPU (negative = all; the default in builds with a GPU
+    /// backend, where it is the only setting that uses the GPU; 0 elsewhere).
+    pub fn gpu_layers(mut self, n: i32) -> Self {
+        self.gpu_layers = n;
         self
     }
 
@@ -234,13 +243,14 @@ impl EngineBuilder {
         } else {
             self.draft_max
         };
-        let cfg = SessionConfig::new(
+        let mut cfg = SessionConfig::new(
             self.model.clone(),
             self.n_ctx,
             self.threads.unwrap_or_else(default_threads),
             ContextParams::verify_batch(draft_max, self.n_ctx),
             self.exact,
         );
+        cfg.model_params.gpu_layers = self.gpu_layers;
         let setup_err = |e: crate::session::SessionError| ApiError::Setup(e.to_string());
         let mut session = Session::open(&cfg).map_err(setup_err)?;
         // Load the drafter and head now, so that a bad drafter file fails here and not

@@ -130,6 +130,13 @@ pub struct BenchArgs {
     /// Run at most this many prompts of each category (in file order).
     #[arg(long)]
     limit_per_category: Option<usize>,
+    /// Target layers on the GPU (-1 = all, the default in GPU builds; see `generate`).
+    #[arg(
+        long = "gpu-layers",
+        visible_alias = "ngl",
+        allow_negative_numbers = true
+    )]
+    gpu_layers: Option<i32>,
     /// Ignore the prompts' `schema` fields: the same prompts unconstrained (the
     /// comparison for structured output).
     #[arg(long)]
@@ -200,13 +207,16 @@ fn bench(a: BenchArgs) -> Result<()> {
             configs.push(c);
         }
     }
-    let cfg = SessionConfig::new(
+    let mut cfg = SessionConfig::new(
         a.model.clone(),
         a.ctx_size,
         a.threads,
         512.max(a.draft_max as u32 + 1),
         a.exact,
     );
+    if let Some(g) = a.gpu_layers {
+        cfg.model_params.gpu_layers = g;
+    }
     let mut session = Session::open(&cfg)?;
     let opts = SuiteOptions {
         max_tokens: a.max_tokens,
@@ -305,13 +315,16 @@ fn drafter_speed_cmd(a: &BenchArgs) -> Result<()> {
     if !(2..=64).contains(&a.block) || a.reps == 0 || !(1..=8192).contains(&a.depth) {
         bail!("need --block in 2..=64, --reps >= 1, --depth in 1..=8192");
     }
-    let cfg = SessionConfig::new(
+    let mut cfg = SessionConfig::new(
         a.model.clone(),
         (a.depth + a.block + 64) as u32,
         a.threads,
         512,
         false,
     );
+    if let Some(g) = a.gpu_layers {
+        cfg.model_params.gpu_layers = g;
+    }
     let mut session = Session::open(&cfg)?;
     let ours = session.dflash(&path)?;
     let r = tandem::bench::drafter_speed(
@@ -345,13 +358,16 @@ fn calibrate_cmd(a: &BenchArgs) -> Result<()> {
     if !(1..=512).contains(&max_k) {
         bail!("--max-k must be in 1..=512");
     }
-    let cfg = SessionConfig::new(
+    let mut cfg = SessionConfig::new(
         a.model.clone(),
         a.ctx_size.max((a.depth + max_k + 16) as u32),
         a.threads,
         512,
         false,
     );
+    if let Some(g) = a.gpu_layers {
+        cfg.model_params.gpu_layers = g;
+    }
     let mut session = Session::open(&cfg)?;
     // Measure the lazy head wherever the model supports it (that is what decides Auto).
     let head = session.head_for(HeadMode::Lazy).ok().flatten();

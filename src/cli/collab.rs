@@ -108,7 +108,13 @@ pub fn open(names: &[String], c: &Common) -> Result<Vec<Context>> {
     paths
         .iter()
         .map(|p| {
-            let m = Arc::new(Model::load(p, &ModelParams { repack: !c.exact })?);
+            let m = Arc::new(Model::load(
+                p,
+                &ModelParams {
+                    repack: !c.exact,
+                    ..ModelParams::default()
+                },
+            )?);
             Ok(Context::new(
                 m,
                 &ContextParams {

@@ -47,6 +47,14 @@ pub struct EngineArgs {
     /// verification rounds exactly like single-token decoding. Slower on some models.
     #[arg(long)]
     pub exact: bool,
+    /// Target layers on the GPU (-1 = all, the default in builds with a GPU backend:
+    /// `--features cuda|vulkan|metal`; CPU builds have none).
+    #[arg(
+        long = "gpu-layers",
+        visible_alias = "ngl",
+        allow_negative_numbers = true
+    )]
+    pub gpu_layers: Option<i32>,
     /// Free the KV cache after every generation instead of keeping it for the next
     /// request's common prompt prefix (the prompt cache).
     #[arg(long)]
@@ -93,6 +101,9 @@ impl EngineArgs {
             });
         if let Some(t) = self.threads {
             b = b.threads(t);
+        }
+        if let Some(n) = self.gpu_layers {
+            b = b.gpu_layers(n);
         }
         if let Some(d) = &self.drafter {
             b = b.drafter_file(d);

@@ -18,7 +18,7 @@ pub use backend::init_backend;
 pub use baseline::{LlamaDflash, LlamaSpecStats, llama_spec_generate};
 pub use context::{Context, ContextParams, Outputs, default_threads};
 pub use grammar::{Grammar, GrammarError, JSON_OBJECT_SCHEMA, json_schema_to_gbnf};
-pub use model::{Model, ModelParams};
+pub use model::{Model, ModelParams, default_gpu_layers, gpu_backend};
 pub use quantize::{QUANT_TYPES, QuantOverrides, quantize, quantize_with};
 
 /// A token id in the target's vocabulary.

@@ -15,11 +15,35 @@ pub struct ModelParams {
     /// Let ggml repack weights into its interleaved CPU layouts (faster, but its batched
     /// kernels then round differently from its single-token ones). `false` = exact mode.
     pub repack: bool,
+    /// Layers on the GPU (llama.cpp's `n_gpu_layers`; negative = all). Only builds with a
+    /// GPU backend (`--features cuda|vulkan|metal`) have a GPU to put them on.
+    pub gpu_layers: i32,
 }
 
 impl Default for ModelParams {
     fn default() -> Self {
-        Self { repack: true }
+        Self {
+            repack: true,
+            gpu_layers: default_gpu_layers(),
+        }
+    }
+}
+
+/// Everything on the GPU when built with a GPU backend, nothing otherwise.
+pub fn default_gpu_layers() -> i32 {
+    if gpu_backend().is_some() { -1 } else { 0 }
+}
+
+/// The GPU backend this build has (`cuda`, `vulkan`, `metal`), if any.
+pub fn gpu_backend() -> Option<&'static str> {
+    if cfg!(feature = "cuda") {
+        Some("cuda")
+    } else if cfg!(feature = "vulkan") {
+        Some("vulkan")
+    } else if cfg!(feature = "metal") {
+        Some("metal")
+    } else {
+        None
     }
 }
 
@@ -28,6 +52,8 @@ pub struct Model {
     ptr: *mut sys::llama_model,
     vocab: *const sys::llama_vocab,
     path: String,
+    /// Layers were offloaded to a GPU device.
+    on_gpu: bool,
     /// The vocabulary's single-byte and end-of-generation tokens, found on first use by a
     /// grammar (a scan of the whole vocabulary: ~0.1 s on a 262k vocabulary).
     byte_tokens: std::sync::OnceLock<std::sync::Arc<super::grammar::ByteTokens>>,
@@ -57,7 +83,7 @@ impl Model {
         // across the call. llama.cpp returns null on any load failure.
         let ptr = unsafe {
             let mut mp = sys::llama_model_default_params();
-            mp.n_gpu_layers = 0;
+            mp.n_gpu_layers = params.gpu_layers;
             mp.use_extra_bufts = params.repack;
             LAST_LOAD_ERROR.lock().map(|mut s| s.clear()).ok();
             sys::llama_log_set(Some(capture_log), std::ptr::null_mut());
@@ -79,12 +105,20 @@ impl Model {
         }
         // SAFETY: ptr is a valid model; the vocab lives as long as the model.
         let vocab = unsafe { sys::llama_model_get_vocab(ptr) };
+        // SAFETY: a plain query of the loaded backends.
+        let on_gpu = params.gpu_layers != 0 && unsafe { sys::llama_supports_gpu_offload() };
         Ok(Self {
             ptr,
             vocab,
+            on_gpu,
             path: shown,
             byte_tokens: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Whether the model's layers run on a GPU (a GPU build, a device, `gpu_layers` ≠ 0).
+    pub fn on_gpu(&self) -> bool {
+        self.on_gpu
     }
 
     pub(super) fn raw(&self) -> *mut sys::llama_model {

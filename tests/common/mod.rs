@@ -46,7 +46,16 @@ pub fn model(name: &str, repack: bool) -> Arc<Model> {
         return m.clone();
     }
     let path = models::resolve(name).expect("model fetch");
-    let m = Arc::new(Model::load(&path, &ModelParams { repack }).expect("model load"));
+    let m = Arc::new(
+        Model::load(
+            &path,
+            &ModelParams {
+                repack,
+                ..ModelParams::default()
+            },
+        )
+        .expect("model load"),
+    );
     c.push((name.to_string(), repack, m.clone()));
     m
 }
