@@ -279,12 +279,10 @@ impl Engine {
             .resolve_draft(&self.info.draft)
             .map_err(ApiError::BadRequest)?;
         let grammar = match &req.constraint {
-            Some(c) => {
-                let gbnf = c.gbnf().map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                let g = crate::llama::Grammar::new(&self.model, &gbnf)
-                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                Some(Arc::new(g))
-            }
+            Some(c) => Some(Arc::new(
+                c.grammar(&self.model)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+            )),
             None => None,
         };
         let jobs = self.jobs.as_ref().ok_or(ApiError::EngineGone)?;

@@ -124,14 +124,16 @@ pub enum Constraint {
 }
 
 impl Constraint {
-    /// The GBNF text, or why the schema cannot be converted.
-    pub fn gbnf(&self) -> Result<String, crate::llama::GrammarError> {
+    /// The grammar for `model`'s vocabulary, or why the schema or grammar is refused.
+    pub fn grammar(
+        &self,
+        model: &std::sync::Arc<crate::llama::Model>,
+    ) -> Result<crate::llama::Grammar, crate::llama::GrammarError> {
+        use crate::llama::{Grammar, JSON_OBJECT_SCHEMA};
         match self {
-            Constraint::Gbnf(g) => Ok(g.clone()),
-            Constraint::JsonSchema(s) => crate::llama::json_schema_to_gbnf(s),
-            Constraint::JsonObject => {
-                crate::llama::json_schema_to_gbnf(crate::llama::JSON_OBJECT_SCHEMA)
-            }
+            Constraint::Gbnf(g) => Grammar::new(model, g),
+            Constraint::JsonSchema(s) => Grammar::from_schema(model, s),
+            Constraint::JsonObject => Grammar::from_schema(model, JSON_OBJECT_SCHEMA),
         }
     }
 }

@@ -352,7 +352,6 @@ pub fn run_suite(
                 let bad = |e: crate::llama::GrammarError| {
                     SessionError::Bench(format!("prompt {}: {e}", p.id))
                 };
-                let gbnf = crate::llama::json_schema_to_gbnf(&s.to_string()).map_err(bad)?;
                 if configs.iter().any(|c| matches!(c, BenchConfig::Llama(_))) {
                     return Err(SessionError::Bench(format!(
                         "prompt {} has a schema: llama.cpp configurations cannot follow it",
@@ -360,7 +359,8 @@ pub fn run_suite(
                     )));
                 }
                 Some(Arc::new(
-                    crate::llama::Grammar::new(&session.model, &gbnf).map_err(bad)?,
+                    crate::llama::Grammar::from_schema(&session.model, &s.to_string())
+                        .map_err(bad)?,
                 ))
             }
             None => None,

@@ -157,6 +157,11 @@ impl Grammar {
         })
     }
 
+    /// A JSON Schema's grammar (llama.cpp's converter) for `model`'s vocabulary.
+    pub fn from_schema(model: &Arc<Model>, schema: &str) -> Result<Self, GrammarError> {
+        Self::new(model, &json_schema_to_gbnf(schema)?)
+    }
+
     /// Whether `t` may come next.
     pub fn allows(&mut self, t: Token) -> bool {
         let mut one = [sys::llama_token_data {

@@ -86,27 +86,21 @@ impl Linear {
             _ => {
                 let k = TypeKernels::new(ty)?;
                 let row_bytes = k.row_bytes(cols)?;
-                if bytes.len() != rows * row_bytes {
-                    return None;
+                Data::Ggml {
+                    k,
+                    w: AlignedBytes::from_slice(bytes),
+                    row_bytes,
                 }
-                return Some(Self {
-                    rows,
-                    cols,
-                    data: Data::Ggml {
-                        k,
-                        w: AlignedBytes::from_slice(bytes),
-                        row_bytes,
-                    },
-                });
             }
         };
-        let len = match &data {
-            Data::F32 { w } => w.len(),
-            Data::F16 { w } | Data::Bf16 { w } => w.len(),
-            Data::Q8 { w } => w.qs.len(),
-            Data::Ggml { .. } => unreachable!("returned above"),
+        // Every element present: counted in elements, or for ggml's blocks in bytes.
+        let complete = match &data {
+            Data::F32 { w } => w.len() == n,
+            Data::F16 { w } | Data::Bf16 { w } => w.len() == n,
+            Data::Q8 { w } => w.qs.len() == n,
+            Data::Ggml { row_bytes, .. } => bytes.len() == rows * row_bytes,
         };
-        (len == n).then_some(Self { rows, cols, data })
+        complete.then_some(Self { rows, cols, data })
     }
 
     /// From f32 values (tests).
