@@ -1,8 +1,9 @@
 //! Compiles `cpp/llama_spec.cpp` and `cpp/llama_dflash.cpp`, small C entry points over
 //! llama.cpp's own speculative decoding and DFlash graph (the benchmarks' baselines and the
 //! parity reference), against exactly the llama.cpp sources and static libraries that
-//! `llama-cpp-sys-2` built; and `cpp/omp_team.cpp`, which runs Tandem's parallel work on
-//! ggml's OpenMP team.
+//! `llama-cpp-sys-2` built; `cpp/omp_team.cpp`, which runs Tandem's parallel work on
+//! ggml's OpenMP team; and `cpp/layer_inputs.cpp`, C entry points for llama.cpp's
+//! layer-input outputs.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ fn main() {
     println!("cargo:rerun-if-changed=cpp/llama_spec.cpp");
     println!("cargo:rerun-if-changed=cpp/llama_dflash.cpp");
     println!("cargo:rerun-if-changed=cpp/omp_team.cpp");
+    println!("cargo:rerun-if-changed=cpp/layer_inputs.cpp");
     println!("cargo:rerun-if-env-changed=DEP_LLAMA_GGML_CMAKE_DIR");
     let cmake_dir =
         std::env::var("DEP_LLAMA_GGML_CMAKE_DIR").expect("llama-cpp-sys-2 exports its cmake dir");
@@ -42,6 +44,17 @@ fn main() {
         .flag("-fopenmp")
         .cpp_link_stdlib(None)
         .compile("tandem_omp_team");
+    // llama.cpp's layer-input outputs (drafter features from GPU decodes).
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file("cpp/layer_inputs.cpp")
+        .include(src.join("include"))
+        .include(src.join("src"))
+        .include(src.join("ggml/include"))
+        .cpp_link_stdlib(None)
+        .warnings(false)
+        .compile("tandem_layer_inputs");
 }
 
 fn shims(src: &Path) {

@@ -70,6 +70,16 @@ struct Capture {
     /// rows captured for each, appended over every chunk of the current decode.
     feature_names: Vec<Vec<u8>>,
     features: Vec<Vec<f32>>,
+    /// Feature layers read from llama.cpp's layer-input outputs instead (a target on a
+    /// GPU whose graph records them: no graph split, asynchronous copies).
+    layer_inputs: Vec<u32>,
+    /// Tokens of the last decode (rows of the layer-input outputs).
+    decoded: usize,
+}
+
+unsafe extern "C" {
+    fn tandem_set_layer_input(ctx: *mut sys::llama_context, layer: u32, on: bool);
+    fn tandem_layer_input(ctx: *mut sys::llama_context, layer: u32) -> *const f32;
 }
 
 /// ggml's scheduler calls this for every graph node: first asking whether we want the node
@@ -153,6 +163,8 @@ impl Context {
             data: Vec::new(),
             feature_names: Vec::new(),
             features: Vec::new(),
+            layer_inputs: Vec::new(),
+            decoded: 0,
         });
         // SAFETY: default params are plain data; model is valid for the context's lifetime
         // (we hold an Arc to it).
@@ -237,6 +249,9 @@ impl Context {
         let n_chunks = tokens.len().div_ceil(self.n_batch);
         self.capture.rows = 0;
         self.capture.features.iter_mut().for_each(Vec::clear);
+        // Layer-input outputs hold one chunk's rows: features of single-chunk decodes only
+        // (the engine decodes the prompt chunk by chunk itself).
+        self.capture.decoded = if n_chunks == 1 { tokens.len() } else { 0 };
         for (ci, chunk) in tokens.chunks(self.n_batch).enumerate() {
             let last_chunk = ci + 1 == n_chunks;
             let pos0 = start_pos + ci * self.n_batch;
@@ -315,6 +330,22 @@ impl Context {
                 n_layer,
             });
         }
+        for &l in &self.capture.layer_inputs {
+            // SAFETY: a live context; the layer index is in range.
+            unsafe { tandem_set_layer_input(self.ctx, l, false) };
+        }
+        self.capture.layer_inputs.clear();
+        self.capture.decoded = 0;
+        self.capture.feature_names.clear();
+        self.capture.features.clear();
+        if self.model.on_gpu() && self.model.records_layer_inputs() {
+            for &l in layers {
+                // SAFETY: as above.
+                unsafe { tandem_set_layer_input(self.ctx, l as u32, true) };
+                self.capture.layer_inputs.push(l as u32);
+            }
+            return Ok(());
+        }
         // The input of layer il is the output of layer il − 1, named "l_out-{il-1}" in
         // every llama.cpp model graph.
         self.capture.feature_names = layers
@@ -331,6 +362,27 @@ impl Context {
     pub fn features_into(&self, rows: std::ops::Range<usize>, out: &mut Vec<f32>) -> Result<()> {
         let n = self.model.n_embd();
         out.clear();
+        if !self.capture.layer_inputs.is_empty() {
+            if rows.end > self.capture.decoded {
+                return Err(TargetError::NoFeatures);
+            }
+            let layers: Vec<&[f32]> = (self.capture.layer_inputs.iter())
+                .map(|&l| {
+                    // SAFETY: a live context that output layer l's inputs for the last
+                    // decode's `decoded` tokens (≤ n_batch rows of n_embd floats).
+                    unsafe {
+                        let p = tandem_layer_input(self.ctx, l);
+                        std::slice::from_raw_parts(p, self.capture.decoded * n)
+                    }
+                })
+                .collect();
+            for r in rows {
+                for f in &layers {
+                    out.extend_from_slice(&f[r * n..(r + 1) * n]);
+                }
+            }
+            return Ok(());
+        }
         for f in &self.capture.features {
             if f.len() < rows.end * n {
                 return Err(TargetError::NoFeatures);

@@ -161,6 +161,34 @@ impl Model {
         unsafe { sys::llama_model_n_ctx_train(self.ptr) as usize }
     }
 
+    /// The GGUF's `general.architecture` ("llama", "gemma3", …).
+    pub fn architecture(&self) -> String {
+        let mut buf = vec![0u8; 64];
+        // SAFETY: the key is NUL-terminated, buf writable for its length; llama.cpp
+        // NUL-terminates and returns the length (negative when the key is absent).
+        let n = unsafe {
+            sys::llama_model_meta_val_str(
+                self.ptr,
+                c"general.architecture".as_ptr(),
+                buf.as_mut_ptr() as *mut c_char,
+                buf.len(),
+            )
+        };
+        buf.truncate(n.clamp(0, 63) as usize);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Whether llama.cpp's graph for this architecture records its layer inputs, so that
+    /// they can be asked for as outputs (`llama_set_embeddings_layer_inp`).
+    pub fn records_layer_inputs(&self) -> bool {
+        // The architectures whose graph builders in the vendored llama.cpp set
+        // `t_layer_inp` (src/models/*.cpp) and that Tandem's drafters target.
+        matches!(
+            self.architecture().as_str(),
+            "llama" | "qwen3" | "qwen3moe" | "qwen35" | "qwen35moe" | "lfm2"
+        )
+    }
+
     /// A short description, e.g. "llama 135M Q4_1".
     pub fn description(&self) -> String {
         let mut buf = vec![0u8; 256];
