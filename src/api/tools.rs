@@ -161,21 +161,45 @@ impl Tools {
     }
 
     /// The JSON Schema the answer must follow; `response` is the schema of a text answer
-    /// (a string unless the request also asked for structured output).
-    pub fn schema(&self, response: Option<Value>) -> Value {
-        let calls: Vec<Value> = self
-            .callable()
-            .map(|t| {
-                json!({
-                    "type": "object",
-                    "properties": {
-                        "name": {"type": "string", "const": t.name},
-                        "arguments": t.parameters,
-                    },
-                    "required": ["name", "arguments"],
-                })
-            })
-            .collect();
+    /// (a string unless the request also asked for structured output). The embedded
+    /// schemas' `$defs` / `definitions` move to the root, where their `#/$defs/…`
+    /// references resolve; a name two of them define differently is refused.
+    pub fn schema(&self, response: Option<Value>) -> Result<Value, String> {
+        let mut defs = serde_json::Map::new();
+        let mut hoist = |mut v: Value| -> Result<Value, String> {
+            for key in ["$defs", "definitions"] {
+                let Some(Value::Object(d)) = v.as_object_mut().and_then(|o| o.remove(key)) else {
+                    continue;
+                };
+                let root = defs
+                    .entry(key)
+                    .or_insert_with(|| Value::Object(Default::default()));
+                let root = root.as_object_mut().expect("an object");
+                for (name, def) in d {
+                    match root.get(&name) {
+                        Some(old) if old != &def => {
+                            return Err(format!("tool schemas define '{key}/{name}' differently"));
+                        }
+                        _ => {
+                            root.insert(name, def);
+                        }
+                    }
+                }
+            }
+            Ok(v)
+        };
+        let mut calls = Vec::new();
+        for t in self.callable() {
+            calls.push(json!({
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "const": t.name},
+                    "arguments": hoist(t.parameters.clone())?,
+                },
+                "required": ["name", "arguments"],
+            }));
+        }
+        let response = response.map(&mut hoist).transpose()?;
         let one = if calls.len() == 1 {
             calls[0].clone()
         } else {
@@ -194,14 +218,18 @@ impl Tools {
                 "required": ["tool_call"],
             })
         };
-        match self.choice {
+        let mut schema = match self.choice {
             ToolChoice::Auto => json!({"anyOf": [call, {
                 "type": "object",
                 "properties": {"response": response.unwrap_or(json!({"type": "string"}))},
                 "required": ["response"],
             }]}),
             _ => call,
+        };
+        for (key, d) in defs {
+            schema[key] = d;
         }
+        Ok(schema)
     }
 
     /// The instructions added to the system message: the tools and the answer's shape.
@@ -327,8 +355,9 @@ impl Request {
                 ));
             }
         };
+        let schema = tools.schema(response).map_err(ApiError::BadRequest)?;
         tools.add_to(messages);
-        self.constraint = Some(Constraint::JsonSchema(tools.schema(response).to_string()));
+        self.constraint = Some(Constraint::JsonSchema(schema.to_string()));
         Ok(self)
     }
 }
@@ -387,9 +416,20 @@ mod tests {
                 parallel,
                 ..weather()
             };
-            let s = t.schema(None).to_string();
+            let s = t.schema(None).unwrap().to_string();
             crate::llama::json_schema_to_gbnf(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
         }
+        // A Pydantic-style tool whose parameters refer to their own `$defs`.
+        let mut t = weather();
+        t.tools[1].parameters = json!({
+            "$defs": {"Place": {"type": "object", "properties": {"city": {"type": "string"}}}},
+            "type": "object", "properties": {"where": {"$ref": "#/$defs/Place"}}});
+        let s = t.schema(None).unwrap().to_string();
+        crate::llama::json_schema_to_gbnf(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        let mut clash = t.clone();
+        clash.tools[0].parameters =
+            json!({"$defs": {"Place": {"type": "integer"}}, "type": "object"});
+        assert!(clash.schema(None).unwrap_err().contains("Place"));
     }
 
     #[test]

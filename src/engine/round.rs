@@ -177,10 +177,16 @@ impl<'c> Round<'c> {
                     let mut g = g.clone();
                     let greedy = self.greedy;
                     let d = &mut self.draft;
-                    let forced = g.forced_tokens(k);
-                    for &t in &forced {
-                        d.push_point(t);
-                        g.accept(t);
+                    let mut forced = g.forced_tokens(k);
+                    // A tokenizer may render forced text with tokens the grammar does not
+                    // take one by one (a SentencePiece space prefix): draft what it allows.
+                    for i in 0..forced.len() {
+                        if !g.allows(forced[i]) {
+                            forced.truncate(i);
+                            break;
+                        }
+                        d.push_point(forced[i]);
+                        g.accept(forced[i]);
                     }
                     let room = k - d.len();
                     if room > 0 {
@@ -220,7 +226,11 @@ impl<'c> Round<'c> {
                         self.policy_span = Some(start..d.len());
                         if open && d.len() > start && d.len() < k {
                             for t in g.forced_tokens(k - d.len()) {
+                                if !g.allows(t) {
+                                    break;
+                                }
                                 d.push_point(t);
+                                g.accept(t);
                             }
                         }
                     }
@@ -295,6 +305,8 @@ impl<'c> Round<'c> {
                 Outcome {
                     drafted: self.draft.len(),
                     accepted: n_acc,
+                    batch: self.batch.len(),
+                    committed: n_acc + 1,
                     verify: tv.elapsed(),
                 },
             ),
@@ -309,6 +321,8 @@ impl<'c> Round<'c> {
                     Outcome {
                         drafted: span.len(),
                         accepted: (n_acc - span.start).min(span.len()),
+                        batch: self.batch.len(),
+                        committed: n_acc + 1,
                         verify: tv.elapsed(),
                     },
                 );

@@ -249,9 +249,8 @@ impl Context {
         let n_chunks = tokens.len().div_ceil(self.n_batch);
         self.capture.rows = 0;
         self.capture.features.iter_mut().for_each(Vec::clear);
-        // Layer-input outputs hold one chunk's rows: features of single-chunk decodes only
-        // (the engine decodes the prompt chunk by chunk itself).
-        self.capture.decoded = if n_chunks == 1 { tokens.len() } else { 0 };
+        // Set again after a successful decode (below).
+        self.capture.decoded = 0;
         for (ci, chunk) in tokens.chunks(self.n_batch).enumerate() {
             let last_chunk = ci + 1 == n_chunks;
             let pos0 = start_pos + ci * self.n_batch;
@@ -287,6 +286,11 @@ impl Context {
                     }
                 };
             }
+        }
+        // Layer-input outputs hold one chunk's rows: features of single-chunk decodes only
+        // (the engine decodes the prompt chunk by chunk itself).
+        if n_chunks == 1 {
+            self.capture.decoded = tokens.len();
         }
         Ok(())
     }
@@ -363,6 +367,9 @@ impl Context {
         let n = self.model.n_embd();
         out.clear();
         if !self.capture.layer_inputs.is_empty() {
+            if rows.is_empty() {
+                return Ok(());
+            }
             if rows.end > self.capture.decoded {
                 return Err(TargetError::NoFeatures);
             }

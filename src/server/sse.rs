@@ -109,10 +109,14 @@ impl SseBody {
     }
 
     fn on_event(&mut self, ev: Option<Event>) {
+        if let (Some(Event::Text(t)), Some(_)) = (&ev, &self.header.tools) {
+            // Held back whole (nothing sent yet: the first chunk sent still says the role).
+            self.held.push_str(t);
+            return;
+        }
         let first = !self.started;
         self.started = true;
         match ev {
-            Some(Event::Text(t)) if self.header.tools.is_some() => self.held.push_str(&t),
             Some(Event::Text(t)) => {
                 let c = self.header.chunk(Some(&t), None, first);
                 self.push(c);

@@ -453,7 +453,6 @@ fn stop_strings(v: Option<&Value>) -> Result<Vec<String>, HttpError> {
     Ok(list)
 }
 
-/// OpenAI's `finish_reason` (a cancelled generation has no client left to read it).
 /// OpenAI's `tool_calls` list for `calls` (stream chunks carry each call's `index`).
 pub fn tool_calls_json(calls: &[api::ToolCall], id_seed: u32, streamed: bool) -> Value {
     Value::Array(
@@ -475,6 +474,7 @@ pub fn tool_calls_json(calls: &[api::ToolCall], id_seed: u32, streamed: bool) ->
     )
 }
 
+/// OpenAI's `finish_reason` (a cancelled generation has no client left to read it).
 pub fn finish_reason(f: &Finish) -> &'static str {
     match f.reason {
         FinishReason::Stop => "stop",

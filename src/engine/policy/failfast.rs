@@ -313,11 +313,11 @@ impl DraftPolicy for FailFast {
                 o.accepted,
                 o.drafted,
                 o.verify.as_secs_f64() * 1e3,
-                mem.cost.cost(o.drafted + 1) * 1e3,
+                mem.cost.cost(o.batch) * 1e3,
                 self.round_draft_secs * 1e3
             );
         }
-        mem.cost.observe(o.drafted + 1, o.verify.as_secs_f64());
+        mem.cost.observe(o.batch, o.verify.as_secs_f64());
         self.longest_run = self.longest_run.max(o.accepted);
         if let Some(i) = self.chosen {
             let s = &mut self.slots[i];
@@ -331,7 +331,7 @@ impl DraftPolicy for FailFast {
         let secs = o.verify.as_secs_f64() + self.round_draft_secs;
         let plain = 1.0 / mem.cost.step();
         self.guard.record(
-            o.accepted + 1,
+            o.committed,
             secs,
             o.drafted > 0 || self.round_draft_secs > 0.0,
             plain,
@@ -442,6 +442,8 @@ mod tests {
         let o = Outcome {
             drafted: k,
             accepted: accepted.min(k),
+            batch: k + 1,
+            committed: accepted.min(k) + 1,
             verify: Duration::from_secs_f64(secs),
         };
         p.outcome(&out, o);

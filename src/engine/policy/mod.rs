@@ -56,10 +56,16 @@ impl std::str::FromStr for PolicyKind {
 /// What the engine reports about a verified round.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
-    /// Draft tokens verified.
+    /// The policy's draft tokens verified.
     pub drafted: usize,
     /// Of those, accepted (a prefix).
     pub accepted: usize,
+    /// Tokens in the verification batch: the fed token, the policy's draft and any text a
+    /// grammar forced around it (what `verify` paid for).
+    pub batch: usize,
+    /// Tokens the round committed (every accepted draft token, forced ones included, and
+    /// the target's own next token).
+    pub committed: usize,
     /// Time of the verification decode (head included).
     pub verify: Duration,
 }
