@@ -80,8 +80,8 @@ impl Target for MockTarget {
     fn hidden(&self, _i: usize) -> &[f32] {
         unimplemented!("the mock has no hidden states")
     }
-    fn set_feature_layers(&mut self, _layers: &[usize]) -> Result<(), TargetError> {
-        Ok(())
+    fn set_feature_layers(&mut self, _layers: &[usize]) -> Result<bool, TargetError> {
+        Ok(false)
     }
     fn features_into(
         &self,

@@ -79,17 +79,20 @@ impl<'c> Round<'c> {
         policy: &mut dyn DraftPolicy,
         prompt: &[Token],
     ) -> Result<bool, EngineError> {
-        let reuse = self.cfg.reuse_prefix.min(prompt.len() - 1);
+        // Drafters conditioned on the target's hidden states get them from these same
+        // decodes (the reused prefix's came with the generation that computed it).
+        self.wants_features = !policy.feature_layers().is_empty();
+        let emptied = ctx.set_feature_layers(policy.feature_layers())?;
+        let reuse = match emptied {
+            true => 0,
+            false => self.cfg.reuse_prefix.min(prompt.len() - 1),
+        };
         if reuse == 0 {
             ctx.clear();
         } else {
             ctx.truncate(reuse)?;
         }
         policy.begin(prompt);
-        // Drafters conditioned on the target's hidden states get them from these same
-        // decodes (the reused prefix's came with the generation that computed it).
-        self.wants_features = !policy.feature_layers().is_empty();
-        ctx.set_feature_layers(policy.feature_layers())?;
         // Chunk by chunk, so that a cancelled request stops within one chunk.
         let step = ctx.n_batch().max(1);
         let mut pos = reuse;

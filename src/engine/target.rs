@@ -24,8 +24,9 @@ pub trait Target {
     fn logits(&self, i: usize) -> &[f32];
     /// Final-norm hidden state of row `i` of the last `Outputs::Hidden` decode.
     fn hidden(&self, i: usize) -> &[f32];
-    /// Capture the inputs of these layers in every later decode (drafter features).
-    fn set_feature_layers(&mut self, layers: &[usize]) -> Result<(), TargetError>;
+    /// Capture the inputs of these layers in every later decode (drafter features);
+    /// `true` when the KV cache was emptied to do so.
+    fn set_feature_layers(&mut self, layers: &[usize]) -> Result<bool, TargetError>;
     /// The captured features of rows `rows` of the last decode, concatenated.
     fn features_into(
         &self,
@@ -64,7 +65,7 @@ impl Target for Context {
     fn hidden(&self, i: usize) -> &[f32] {
         Context::hidden(self, i)
     }
-    fn set_feature_layers(&mut self, layers: &[usize]) -> Result<(), TargetError> {
+    fn set_feature_layers(&mut self, layers: &[usize]) -> Result<bool, TargetError> {
         Context::set_feature_layers(self, layers)
     }
     fn features_into(

@@ -146,6 +146,10 @@ pub struct Context {
     first_output: usize,
     capture: Box<Capture>,
     model: Arc<Model>,
+    /// What the llama.cpp context was created with (to create it again).
+    cparams: sys::llama_context_params,
+    /// Whether a graph has been computed since the llama.cpp context was created.
+    used: bool,
 }
 
 // SAFETY: the context is used from one thread at a time (&mut self for every mutation);
@@ -166,9 +170,8 @@ impl Context {
             layer_inputs: Vec::new(),
             decoded: 0,
         });
-        // SAFETY: default params are plain data; model is valid for the context's lifetime
-        // (we hold an Arc to it).
-        let ctx = unsafe {
+        // SAFETY: default params are plain data.
+        let cparams = unsafe {
             let mut cp = sys::llama_context_default_params();
             cp.n_ctx = n_ctx;
             cp.n_batch = n_batch;
@@ -187,8 +190,11 @@ impl Context {
                 Some(true) => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
                 Some(false) => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
             };
-            sys::llama_init_from_model(model.raw(), cp)
+            cp
         };
+        // SAFETY: model is valid for the context's lifetime (we hold an Arc to it); the
+        // callback's user data is the boxed Capture, which the Context owns.
+        let ctx = unsafe { sys::llama_init_from_model(model.raw(), cparams) };
         if ctx.is_null() {
             return Err(TargetError::ContextFailed { n_ctx });
         }
@@ -208,6 +214,8 @@ impl Context {
             first_output: 0,
             capture,
             model,
+            cparams,
+            used: false,
         })
     }
 
@@ -271,6 +279,7 @@ impl Context {
             // SAFETY: valid context and a fully initialised batch.
             let rc = unsafe { sys::llama_decode(self.ctx, self.batch) };
             self.capture.active = false;
+            self.used = true;
             if rc != 0 {
                 return Err(TargetError::Decode(rc));
             }
@@ -325,8 +334,10 @@ impl Context {
     }
 
     /// Capture the inputs of these target layers (llama.cpp's layer-input indices, 1 ..
-    /// n_layer − 1) in every decode from now on; empty turns capturing off.
-    pub fn set_feature_layers(&mut self, layers: &[usize]) -> Result<()> {
+    /// n_layer − 1) in every decode from now on; empty turns capturing off. `true` when
+    /// the KV cache was emptied to do so: on a GPU, a context that has computed graphs is
+    /// created afresh when the captured layers change (below).
+    pub fn set_feature_layers(&mut self, layers: &[usize]) -> Result<bool> {
         let n_layer = self.model.n_layer();
         if let Some(&bad) = layers.iter().find(|&&l| l == 0 || l >= n_layer) {
             return Err(TargetError::FeatureLayer {
@@ -334,12 +345,34 @@ impl Context {
                 n_layer,
             });
         }
+        self.capture.decoded = 0;
+        if layers == self.feature_layers().as_slice() {
+            // Each change of llama.cpp's layer-input outputs re-reserves its scheduler.
+            return Ok(false);
+        }
+        // On ggml-vulkan (lavapipe, Mesa 22.3) a context that has computed graphs and then
+        // computes them with other outputs (layer inputs) or split at other nodes (the eval
+        // callback) corrupts memory; one that starts with the new captures runs them. So a
+        // GPU context changing its captures after decoding is made anew (cache emptied).
+        let rebuild = self.model.on_gpu() && self.used;
+        if rebuild {
+            // SAFETY: the old context is freed once and replaced; the parameters are the
+            // ones it was created with (their callback data, the boxed Capture, lives on).
+            let ctx = unsafe { sys::llama_init_from_model(self.model.raw(), self.cparams) };
+            if ctx.is_null() {
+                return Err(TargetError::ContextFailed {
+                    n_ctx: self.cparams.n_ctx,
+                });
+            }
+            unsafe { sys::llama_free(std::mem::replace(&mut self.ctx, ctx)) };
+            self.used = false;
+            self.capture.layer_inputs.clear();
+        }
         for &l in &self.capture.layer_inputs {
             // SAFETY: a live context; the layer index is in range.
             unsafe { tandem_set_layer_input(self.ctx, l, false) };
         }
         self.capture.layer_inputs.clear();
-        self.capture.decoded = 0;
         self.capture.feature_names.clear();
         self.capture.features.clear();
         if self.model.on_gpu() && self.model.records_layer_inputs() {
@@ -348,7 +381,7 @@ impl Context {
                 unsafe { tandem_set_layer_input(self.ctx, l as u32, true) };
                 self.capture.layer_inputs.push(l as u32);
             }
-            return Ok(());
+            return Ok(rebuild);
         }
         // The input of layer il is the output of layer il − 1, named "l_out-{il-1}" in
         // every llama.cpp model graph.
@@ -357,7 +390,28 @@ impl Context {
             .map(|l| format!("l_out-{}", l - 1).into_bytes())
             .collect();
         self.capture.features = vec![Vec::new(); layers.len()];
-        Ok(())
+        Ok(rebuild)
+    }
+
+    /// The layers whose inputs are captured now.
+    fn feature_layers(&self) -> Vec<usize> {
+        if !self.capture.layer_inputs.is_empty() {
+            return self
+                .capture
+                .layer_inputs
+                .iter()
+                .map(|&l| l as usize)
+                .collect();
+        }
+        (self.capture.feature_names.iter())
+            .filter_map(|n| {
+                std::str::from_utf8(n.strip_prefix(b"l_out-")?)
+                    .ok()?
+                    .parse()
+                    .ok()
+            })
+            .map(|l: usize| l + 1)
+            .collect()
     }
 
     /// The captured features of rows `rows` of the last decode (over all its chunks), one

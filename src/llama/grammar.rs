@@ -164,21 +164,9 @@ impl Grammar {
 
     /// Whether `t` may come next.
     pub fn allows(&mut self, t: Token) -> bool {
-        let mut one = [sys::llama_token_data {
-            id: t,
-            logit: 0.0,
-            p: 0.0,
-        }];
-        let mut arr = sys::llama_token_data_array {
-            data: one.as_mut_ptr(),
-            size: 1,
-            selected: -1,
-            sorted: false,
-        };
-        // SAFETY: a valid one-element candidate array; the grammar sampler only rewrites
-        // logits in place.
-        unsafe { sys::llama_sampler_apply(self.smpl, &mut arr) };
-        one[0].logit != f32::NEG_INFINITY
+        let mut ok = false;
+        self.apply_to(&[t], |_, a| ok = a);
+        ok
     }
 
     /// Set the logit of every token the grammar forbids next to −∞. Exact, and cheap where
