@@ -74,6 +74,11 @@ impl PromptCache {
         nf: usize,
     ) -> Result<usize, TargetError> {
         self.clock += 1;
+        // On a GPU, a change of the captured layers creates the context anew (see
+        // `Context::set_feature_layers`): the live conversation's cells are gone with it.
+        if ctx.set_feature_layers(layers)? {
+            self.live = Entry::default();
+        }
         let live = self.live.reusable(prompt, layers, nf);
         let best = self
             .saved
