@@ -364,6 +364,7 @@ impl Context {
                     n_ctx: self.cparams.n_ctx,
                 });
             }
+            // SAFETY: the replaced context is no longer referenced anywhere.
             unsafe { sys::llama_free(std::mem::replace(&mut self.ctx, ctx)) };
             self.used = false;
             self.capture.layer_inputs.clear();
