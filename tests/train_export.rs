@@ -86,6 +86,7 @@ fn exported_drafter_matches_training(name: &str) {
         block_size: 16,
         anchors: 1,
         gamma: 5.0,
+        loss_positions: 0,
         max_context: 4096,
         labels: tandem::train::Labels::Hard,
         prompt_anchors: false,
@@ -179,10 +180,10 @@ fn distill_run_makes_a_working_drafter_and_training_resumes_exactly() {
         generate(&["--draft", "none"])
     );
 
-    // 3 steps, then resumed to 6: the same weights as 6 at once.
+    // 3 steps of a 6-step schedule, then resumed to 6: the same weights as 6 at once.
     let data = d("run/data");
     let part = d("part");
-    let train = |steps: &str| {
+    let train = |steps: &[&str]| {
         let mut a = vec![
             "distill",
             "train",
@@ -194,12 +195,49 @@ fn distill_run_makes_a_working_drafter_and_training_resumes_exactly() {
             &part,
         ];
         a.extend(&small[6..]);
-        a.extend(["--steps", steps]);
+        a.extend(steps);
         common::tandem_ok(&a);
     };
-    train("3");
-    train("6");
+    train(&["--steps", "6", "--until", "3"]);
+    train(&["--steps", "6"]);
     let a = std::fs::read(d("run/train/drafter.gguf")).unwrap();
     let b = std::fs::read(d("part/drafter.gguf")).unwrap();
     assert!(a == b, "resumed training differs from an uninterrupted run");
+}
+
+/// `--init last-layers`: the drafter starts as the target's last layer and output norm.
+#[test]
+fn drafter_layers_start_as_the_targets_last_ones() {
+    let model = common::model("smollm2-135m", false);
+    let tg = Gguf::open(Path::new(model.path())).unwrap();
+    let shape = DflashShape::for_target(&tg, 1, &[], 16);
+    let embd = Embeddings::of_target(&tg).unwrap();
+    let net = Net::new(shape.clone(), embd.rows(&[1, 2, 3]), 5).unwrap();
+    tandem::train::init::apply(&net, &tg, tandem::train::Init::LastLayers).unwrap();
+    let n = tg.get_int("llama.block_count").unwrap();
+    let target = |name: &str| {
+        let e = Embeddings::of_tensor(&tg, name).unwrap();
+        let rows = tg.tensor(name).unwrap().dims.get(1).copied().unwrap_or(1) as i32;
+        e.rows(&(0..rows).collect::<Vec<_>>())
+    };
+    let ours = |name: &str| -> Vec<f32> { net.p(name).flatten_all().unwrap().to_vec1().unwrap() };
+    assert_eq!(ours("output_norm.weight"), target("output_norm.weight"));
+    for t in ["ffn_down", "ffn_up", "attn_v", "ffn_norm"] {
+        assert_eq!(
+            ours(&format!("blk.0.{t}.weight")),
+            target(&format!("blk.{}.{t}.weight", n - 1)),
+            "{t}"
+        );
+    }
+    // Q/K rows are the target's, reordered within each head for NeoX rotation.
+    let (q, tq) = (
+        ours("blk.0.attn_q.weight"),
+        target(&format!("blk.{}.attn_q.weight", n - 1)),
+    );
+    assert_ne!(q, tq);
+    let mut a: Vec<u32> = q.iter().map(|x| x.to_bits()).collect();
+    let mut b: Vec<u32> = tq.iter().map(|x| x.to_bits()).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b);
 }

@@ -89,6 +89,23 @@ pub struct TrainOpts {
     /// Held-out sequences scored per validation.
     #[arg(long, default_value_t = 24)]
     val_records: usize,
+    /// Block positions that learn (1..=N; 0 = all): later positions skip the head.
+    #[arg(long, default_value_t = 0)]
+    loss_positions: usize,
+    /// How a new run's weights start: random, norm (the output norm from the target's),
+    /// last-layers (and the layers from the target's last ones).
+    #[arg(long, value_enum, default_value_t = InitArg::Norm)]
+    init: InitArg,
+    /// Stop after this step, checkpointed, keeping the --steps schedule (resume later).
+    #[arg(long)]
+    until: Option<usize>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum InitArg {
+    Random,
+    Norm,
+    LastLayers,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -117,6 +134,13 @@ impl TrainOpts {
             train_head: self.train_head,
             prompt_anchors: !self.no_prompt_anchors,
             val_records: self.val_records,
+            loss_positions: self.loss_positions,
+            init: match self.init {
+                InitArg::Random => tandem::train::Init::Random,
+                InitArg::Norm => tandem::train::Init::Norm,
+                InitArg::LastLayers => tandem::train::Init::LastLayers,
+            },
+            until: self.until,
             ..Default::default()
         }
     }

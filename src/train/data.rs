@@ -76,6 +76,10 @@ pub struct BlockOptions {
     pub anchors: usize,
     /// Loss weight of block position `i` (1-based): `exp(−(i − 1) / gamma)`.
     pub gamma: f32,
+    /// Block positions that carry a loss (1..=this; 0 = all). The later positions still
+    /// run (their masks shape the earlier ones' attention) but skip the head: half the
+    /// head's cost at 8 of 15, where `gamma` puts most of the weight anyway.
+    pub loss_positions: usize,
     /// Anchors lie below this position (bounds the attention context).
     pub max_context: usize,
     /// What the block positions learn.
@@ -163,7 +167,8 @@ pub fn make_batch(
             m[c + b * bs..c + (b + 1) * bs].fill(0.0);
             // Every masked row with a token to predict; a row whose label lies outside
             // the draft vocabulary carries no loss but counts as a miss.
-            if i > 0 && a + i < rec.tokens.len() {
+            if i > 0 && (o.loss_positions == 0 || i <= o.loss_positions) && a + i < rec.tokens.len()
+            {
                 label(rec, a + i - 1, vocab, o.labels, &mut one);
                 rows.push(r as u32);
                 truth.push(vocab.t2d[rec.tokens[a + i] as usize]);

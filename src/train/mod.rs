@@ -15,6 +15,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod export;
+pub mod init;
 pub mod net;
 pub mod optim;
 pub mod validate;
@@ -29,6 +30,7 @@ use crate::gguf::{GgmlType, Gguf, GgufError};
 use crate::sampling::Rng;
 pub use checkpoint::TrainState;
 pub use data::{BlockOptions, DraftVocab, Labels};
+pub use init::Init;
 use net::Net;
 use optim::AdamW;
 
@@ -81,6 +83,16 @@ pub struct TrainOptions {
     pub anchors: usize,
     /// Loss weight decay over block positions: `exp(−(i − 1) / gamma)`.
     pub gamma: f32,
+    /// Block positions that carry a loss (`1..=loss_positions`; 0 = all).
+    #[serde(default)]
+    pub loss_positions: usize,
+    /// How a new run's weights start (a resumed run keeps its own).
+    #[serde(default)]
+    pub init: Init,
+    /// Stop after this step (checkpointed there) without changing the schedule, which
+    /// `steps` sets: a run spread over several sittings.
+    #[serde(default)]
+    pub until: Option<usize>,
     /// Anchors lie below this position (bounds the attention context).
     pub max_context: usize,
     /// Seed for initialisation and for drawing batches.
@@ -114,6 +126,9 @@ impl Default for TrainOptions {
             block_size: 16,
             anchors: 16,
             gamma: 5.0,
+            loss_positions: 0,
+            init: Init::default(),
+            until: None,
             max_context: 1024,
             seed: 1,
             checkpoint_every: 500,
@@ -367,6 +382,7 @@ pub fn train(
             let vocab = DraftVocab::most_frequent(&counts, o.draft_vocab);
             let head = output_rows(&tg, &vocab.d2t)?;
             let mut net = Net::new(shape.clone(), head, o.seed)?;
+            init::apply(&net, &tg, o.init)?;
             net.train_head = o.train_head;
             let opt = AdamW::new(&net)?;
             let coverage = vocab.coverage(&counts);
@@ -392,6 +408,7 @@ pub fn train(
         block_size: o.block_size,
         anchors: o.anchors,
         gamma: o.gamma,
+        loss_positions: o.loss_positions,
         max_context: o.max_context,
         labels: o.labels,
         prompt_anchors: o.prompt_anchors,
@@ -415,7 +432,8 @@ pub fn train(
     let run0 = Instant::now();
     let seconds_before = state.seconds;
     let mut loss_avg = f64::NAN;
-    for step in start..o.steps {
+    let end = o.until.map_or(o.steps, |u| u.min(o.steps));
+    for step in start..end {
         let lr = optim::schedule(step, o.steps, o.warmup, o.lr);
         let mut rng = Rng::new(o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step as u64);
         let id = ctx.train_ids[(rng.next_u64() % ctx.train_ids.len() as u64) as usize];
@@ -448,7 +466,7 @@ pub fn train(
             };
         }
         state.step = step + 1;
-        let done = state.step == o.steps;
+        let done = state.step == end;
         let mut val = None;
         if done || state.step % o.checkpoint_every.max(1) == 0 {
             let v = validate::validate(&net, &ctx, o, state.step)?;
@@ -468,14 +486,14 @@ pub fn train(
             val,
         });
     }
-    if start >= o.steps && !drafter.exists() {
+    if start >= end && !drafter.exists() {
         export_drafter(&net)?;
     }
     Ok(TrainSummary {
         drafter,
         n_params: net.n_params(),
         vocab_coverage: state.coverage,
-        steps_run: o.steps.saturating_sub(start),
+        steps_run: end.saturating_sub(start),
         seconds: t0.elapsed().as_secs_f64(),
         last_val,
     })

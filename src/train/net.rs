@@ -164,6 +164,11 @@ impl Net {
         }
     }
 
+    /// The trainable variable named `name`, if there is one.
+    pub fn var(&self, name: &str) -> Option<&Var> {
+        self.by_name.get(name).map(|&i| &self.params[i].1)
+    }
+
     /// The parameter named `name` (panics if there is none).
     pub fn p(&self, name: &str) -> &Tensor {
         self.params[self.by_name[name]].1.as_tensor()
@@ -296,6 +301,7 @@ mod tests {
             block_size: 4,
             anchors: 2,
             gamma: 2.0,
+            loss_positions: 0,
             max_context: 64,
             labels: Labels::Hard,
             prompt_anchors: true,

@@ -58,6 +58,8 @@ pub(super) fn validate(
     let bs = o.block_size;
     let block = BlockOptions {
         anchors: 32,
+        // Every position is scored, whatever training skips.
+        loss_positions: 0,
         ..ctx.block.clone()
     };
     let mut at_least = vec![0usize; bs];
