@@ -75,6 +75,8 @@ struct Capture {
     layer_inputs: Vec<u32>,
     /// Tokens of the last decode (rows of the layer-input outputs).
     decoded: usize,
+    /// The layers asked for by the last `set_feature_layers`.
+    layers: Vec<usize>,
 }
 
 unsafe extern "C" {
@@ -169,6 +171,7 @@ impl Context {
             features: Vec::new(),
             layer_inputs: Vec::new(),
             decoded: 0,
+            layers: Vec::new(),
         });
         // SAFETY: default params are plain data.
         let cparams = unsafe {
@@ -346,7 +349,7 @@ impl Context {
             });
         }
         self.capture.decoded = 0;
-        if layers == self.feature_layers().as_slice() {
+        if layers == self.capture.layers.as_slice() {
             // Each change of llama.cpp's layer-input outputs re-reserves its scheduler.
             return Ok(false);
         }
@@ -376,6 +379,7 @@ impl Context {
         self.capture.layer_inputs.clear();
         self.capture.feature_names.clear();
         self.capture.features.clear();
+        self.capture.layers = layers.to_vec();
         if self.model.on_gpu() && self.model.records_layer_inputs() {
             for &l in layers {
                 // SAFETY: as above.
@@ -392,27 +396,6 @@ impl Context {
             .collect();
         self.capture.features = vec![Vec::new(); layers.len()];
         Ok(rebuild)
-    }
-
-    /// The layers whose inputs are captured now.
-    fn feature_layers(&self) -> Vec<usize> {
-        if !self.capture.layer_inputs.is_empty() {
-            return self
-                .capture
-                .layer_inputs
-                .iter()
-                .map(|&l| l as usize)
-                .collect();
-        }
-        (self.capture.feature_names.iter())
-            .filter_map(|n| {
-                std::str::from_utf8(n.strip_prefix(b"l_out-")?)
-                    .ok()?
-                    .parse()
-                    .ok()
-            })
-            .map(|l: usize| l + 1)
-            .collect()
     }
 
     /// The captured features of rows `rows` of the last decode (over all its chunks), one
