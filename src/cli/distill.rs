@@ -94,7 +94,7 @@ pub struct TrainOpts {
     loss_positions: usize,
     /// How a new run's weights start: random, norm (the output norm from the target's),
     /// last-layers (and the layers from the target's last ones).
-    #[arg(long, value_enum, default_value_t = InitArg::Norm)]
+    #[arg(long, value_enum, default_value_t = InitArg::Random)]
     init: InitArg,
     /// Stop after this step, checkpointed, keeping the --steps schedule (resume later).
     #[arg(long)]
