@@ -150,7 +150,7 @@ pub fn make_batch(
     let n = anchors.len() * bs;
     let mut block_embd = Vec::with_capacity(n * d);
     let mut block_pos = Vec::with_capacity(n);
-    let mut mask = vec![-1e9f32; n * (c + n)];
+    let mut mask = vec![-1e9f32; n * c];
     let (mut rows, mut row_weights, mut lab) = (Vec::new(), Vec::new(), Vec::new());
     let mut truth = Vec::new();
     let mut one = Vec::new();
@@ -162,9 +162,7 @@ pub fn make_batch(
             }
             let r = b * bs + i;
             block_pos.push(a + i);
-            let m = &mut mask[r * (c + n)..(r + 1) * (c + n)];
-            m[..a].fill(0.0);
-            m[c + b * bs..c + (b + 1) * bs].fill(0.0);
+            mask[r * c..r * c + a].fill(0.0);
             // Every masked row with a token to predict; a row whose label lies outside
             // the draft vocabulary carries no loss but counts as a miss.
             if i > 0 && (o.loss_positions == 0 || i <= o.loss_positions) && a + i < rec.tokens.len()
@@ -196,7 +194,8 @@ pub fn make_batch(
         features: Tensor::from_slice(&rec.features[..c * nf], (c, nf), &dev)?,
         block_embd: Tensor::from_vec(block_embd, (n, d), &dev)?,
         block_pos,
-        mask: Tensor::from_vec(mask, (n, c + n), &dev)?,
+        mask: Tensor::from_vec(mask, (n, c), &dev)?,
+        block_size: bs,
         rows: Tensor::from_vec(rows, m, &dev)?,
         targets: Tensor::from_vec(targets, (m, kk), &dev)?,
         weights: Tensor::from_vec(weights, (m, kk), &dev)?,

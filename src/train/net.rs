@@ -36,8 +36,11 @@ pub struct Batch {
     pub block_embd: Tensor,
     /// Position of every block row (`a_b + i`).
     pub block_pos: Vec<usize>,
-    /// `[A·B, C + A·B]`: 0 where a query may attend, −1e9 where not.
+    /// `[A·B, C]`: 0 where a block row may attend to a context position (before its
+    /// anchor), −1e9 where not; every row attends to all rows of its own block.
     pub mask: Tensor,
+    /// Positions per block (B).
+    pub block_size: usize,
     /// Rows (into the `A·B` block rows) that carry a loss, their draft-vocabulary targets
     /// and weights.
     pub rows: Tensor,
@@ -186,6 +189,8 @@ impl Net {
         let group = nh / nkv;
         let c = b.features.dim(0)?;
         let n = b.block_pos.len();
+        let bs = b.block_size;
+        let nb = n / bs;
         let ctx_pos: Vec<usize> = (0..c).collect();
         let g = rms_norm(
             &linear(&b.features, self.p("fc.weight"))?,
@@ -215,23 +220,44 @@ impl Net {
                 s.rope_base,
             )?;
             let (bk, bv) = keys(&h, n, &b.block_pos)?;
-            // [keys, kv heads, hd] → [heads, keys, hd], kv head repeated for its group.
+            // [keys, kv heads, hd] → [keys, heads, hd], kv head repeated for its group.
             let expand = |t: Tensor| -> Result<Tensor> {
                 let m = t.dim(0)?;
                 t.reshape((m, nkv, 1, hd))?
                     .broadcast_as((m, nkv, group, hd))?
-                    .reshape((m, nh, hd))?
-                    .transpose(0, 1)?
-                    .contiguous()
+                    .reshape((m, nh, hd))
             };
-            let k = expand(Tensor::cat(&[ck, bk], 0)?)?;
-            let v = expand(Tensor::cat(&[cv, bv], 0)?)?;
-            let q = q.transpose(0, 1)?.contiguous()?;
-            let scores = (q.matmul(&k.t()?)? * kq_scale)?.broadcast_add(&b.mask)?;
+            // Context keys are shared by all blocks (masked past each block's anchor);
+            // block keys only within their own block, so the block-to-block scores are
+            // A products of B × B rather than one (A·B)² product that is mostly masked.
+            let ck = expand(ck)?.transpose(0, 1)?.contiguous()?; // [nh, C, hd]
+            let cv = expand(cv)?.transpose(0, 1)?.contiguous()?;
+            let per_block = |t: Tensor| -> Result<Tensor> {
+                // [n, nh, hd] → [A, nh, B, hd]
+                t.reshape((nb, bs, nh, hd))?.transpose(1, 2)?.contiguous()
+            };
+            let bk = per_block(expand(bk)?)?;
+            let bv = per_block(expand(bv)?)?;
+            let qc = q.transpose(0, 1)?.contiguous()?; // [nh, n, hd]
+            let qb = per_block(q)?;
+            let s_ctx = (qc.matmul(&ck.t()?)? * kq_scale)?.broadcast_add(&b.mask)?;
+            let s_blk = (qb.matmul(&bk.t()?)? * kq_scale)? // [A, nh, B, B]
+                .transpose(0, 1)?
+                .reshape((nh, n, bs))?;
+            let scores = Tensor::cat(&[s_ctx, s_blk], 2)?; // [nh, n, C + B]
             let max = scores.max_keepdim(D::Minus1)?.detach();
             let e = scores.broadcast_sub(&max)?.exp()?;
             let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
-            let o = p.matmul(&v)?.transpose(0, 1)?.reshape((n, nh * hd))?;
+            let o_ctx = p.narrow(2, 0, c)?.matmul(&cv)?; // [nh, n, hd]
+            let o_blk = p
+                .narrow(2, c, bs)?
+                .reshape((nh, nb, bs, bs))?
+                .transpose(0, 1)?
+                .contiguous()?
+                .matmul(&bv)? // [A, nh, B, hd]
+                .transpose(0, 1)?
+                .reshape((nh, n, hd))?;
+            let o = (o_ctx + o_blk)?.transpose(0, 1)?.reshape((n, nh * hd))?;
             x = (x + linear(&o, w("attn_output"))?)?;
             let h = rms_norm(&x, Some(w("ffn_norm")), s.eps)?;
             let a = (linear(&h, w("ffn_gate"))?.silu()? * linear(&h, w("ffn_up"))?)?;
@@ -334,13 +360,10 @@ mod tests {
         assert_eq!(b.features.dims(), &[8, 8]);
         assert_eq!(b.block_pos, vec![3, 4, 5, 6, 8, 9, 10, 11]);
         let m: Vec<Vec<f32>> = b.mask.to_vec2().unwrap();
-        // Block 0 (anchor 3): context 0..3 and its own 4 rows (columns 8..12).
-        assert_eq!(
-            m[1],
-            [vec![0.0; 3], vec![-1e9; 5], vec![0.0; 4], vec![-1e9; 4]].concat()
-        );
-        // Block 1 (anchor 8): context 0..8 and columns 12..16.
-        assert_eq!(m[6], [vec![0.0; 8], vec![-1e9; 4], vec![0.0; 4]].concat());
+        // Block 0 (anchor 3) sees context 0..3, block 1 (anchor 8) context 0..8 (and each
+        // its own rows, outside the mask).
+        assert_eq!(m[1], [vec![0.0; 3], vec![-1e9; 5]].concat());
+        assert_eq!(m[6], vec![0.0; 8]);
         // Rows 1..4 of block 0 predict tokens 4, 9, 6 (9 is outside the draft vocabulary:
         // no loss, counted as a miss); block 1 predicts 1, 2 and runs off the end.
         assert_eq!(b.rows.to_vec1::<u32>().unwrap(), vec![1, 2, 3, 5, 6]);
@@ -453,6 +476,28 @@ mod tests {
         }
         assert_ne!(base[4], a[4], "block 1 must see features before its anchor");
         assert_ne!(base[4], c[4]);
+    }
+
+    /// Blocks batched together give each block's rows as that block alone does (one
+    /// block is the case the export test pins to the run-time drafter).
+    #[test]
+    fn batched_blocks_equal_each_block_alone() {
+        let (net, embd, vocab, o) = tiny();
+        let rec = record(6);
+        let mask_embd = embd.rows(&[11]);
+        let h = |anchors: &[usize]| -> Vec<Vec<f32>> {
+            let b = make_batch(&rec, anchors, &embd, &mask_embd, &vocab, &o).unwrap();
+            net.hidden(&b).unwrap().to_vec2().unwrap()
+        };
+        let both = h(&[2, 5, 8]);
+        for (k, a) in [2usize, 5, 8].into_iter().enumerate() {
+            let alone = h(&[a]);
+            for r in 0..4 {
+                for (x, y) in both[k * 4 + r].iter().zip(&alone[r]) {
+                    assert!((x - y).abs() < 1e-5, "block at {a} row {r}: {x} vs {y}");
+                }
+            }
+        }
     }
 
     #[test]
