@@ -100,6 +100,11 @@ pub struct TrainOpts {
     /// Stop after this step, checkpointed, keeping the --steps schedule (resume later).
     #[arg(long)]
     until: Option<usize>,
+    /// Threads for the trainer's matrix products (RAYON_NUM_THREADS, when set, wins).
+    /// Default 1: on this project's 2-core machine two threads made a step 26% slower
+    /// (candle's other operations run on one thread anyway; docs/drafters.md).
+    #[arg(long, default_value_t = 1)]
+    train_threads: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -395,6 +400,17 @@ fn train_into(
 ) -> Result<PathBuf> {
     let mut o = t.options();
     o.val_data = heldout.map(Path::to_path_buf);
+    // candle's matrix products split their work over rayon's current pool: training runs
+    // inside a pool of its own size (on its thread, so a one-thread pool hands nothing off).
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(t.train_threads.max(1));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("starting the trainer's threads")?;
     let bar = ProgressBar::new(o.steps as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -402,7 +418,7 @@ fn train_into(
         )
         .expect("valid template"),
     );
-    let s = tandem::train::train(data, target, out, &o, &mut |p| {
+    let s = pool.install(|| tandem::train::train(data, target, out, &o, &mut |p| {
         bar.set_position(p.step as u64);
         bar.set_message(format!("loss {:.3}, lr {:.1e}", p.loss, p.lr));
         if let Some(v) = &p.val {
@@ -422,7 +438,7 @@ fn train_into(
                 p.seconds,
             ));
         }
-    })
+    }))
     .with_context(|| format!("training on {} into {}", data.display(), out.display()))?;
     bar.finish_and_clear();
     eprintln!(
