@@ -100,6 +100,10 @@ pub struct TrainOpts {
     /// Stop after this step, checkpointed, keeping the --steps schedule (resume later).
     #[arg(long)]
     until: Option<usize>,
+    /// Uniform noise in [-X, X] added to the (RMS-scaled) target features of every
+    /// training batch (EAGLE adds 0.1); 0 = none.
+    #[arg(long, default_value_t = 0.0)]
+    feature_noise: f32,
     /// Threads for the trainer's matrix products (RAYON_NUM_THREADS, when set, wins).
     /// Default 1: on this project's 2-core machine two threads made a step 26% slower
     /// (candle's other operations run on one thread anyway; docs/drafters.md).
@@ -147,6 +151,7 @@ impl TrainOpts {
                 InitArg::LastLayers => tandem::train::Init::LastLayers,
             },
             until: self.until,
+            feature_noise: self.feature_noise,
             ..Default::default()
         }
     }

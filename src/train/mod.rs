@@ -93,6 +93,11 @@ pub struct TrainOptions {
     /// `steps` sets: a run spread over several sittings.
     #[serde(default)]
     pub until: Option<usize>,
+    /// Uniform noise in `[-x, x]` added to the (scaled, RMS 1) context features of every
+    /// training batch, as EAGLE adds U(−0.1, 0.1): the drafter then leans less on exact
+    /// feature values (a regulariser; 0 = none).
+    #[serde(default)]
+    pub feature_noise: f32,
     /// Anchors lie below this position (bounds the attention context).
     pub max_context: usize,
     /// Seed for initialisation and for drawing batches.
@@ -132,6 +137,7 @@ impl Default for TrainOptions {
             loss_positions: 8,
             init: Init::default(),
             until: None,
+            feature_noise: 0.0,
             max_context: 1024,
             seed: 1,
             checkpoint_every: 500,
@@ -440,8 +446,15 @@ pub fn train(
         let lr = optim::schedule(step, o.steps, o.warmup, o.lr);
         let mut rng = Rng::new(o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step as u64);
         let id = ctx.train_ids[(rng.next_u64() % ctx.train_ids.len() as u64) as usize];
-        let rec = ctx.read(id)?;
+        let mut rec = ctx.read(id)?;
         let anchors = data::pick_anchors(data::anchor_range(&rec, &ctx.block), o.anchors, &mut rng);
+        if o.feature_noise > 0.0 {
+            // Drawn after the anchors, so a run with noise sees the same blocks.
+            let x = o.feature_noise as f64;
+            for f in rec.features.iter_mut() {
+                *f += ((rng.uniform() * 2.0 - 1.0) * x) as f32;
+            }
+        }
         if !anchors.is_empty() {
             let b = data::make_batch(
                 &rec,
