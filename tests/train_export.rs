@@ -182,8 +182,8 @@ fn distill_run_makes_a_working_drafter_and_training_resumes_exactly() {
 
     // 3 steps of a 6-step schedule, then resumed to 6: the same weights as 6 at once.
     let data = d("run/data");
-    let part = d("part");
-    let train = |steps: &[&str]| {
+    let train = |out: &str, steps: &[&str]| {
+        let out = d(out);
         let mut a = vec![
             "distill",
             "train",
@@ -192,17 +192,32 @@ fn distill_run_makes_a_working_drafter_and_training_resumes_exactly() {
             "--data",
             &data,
             "--out",
-            &part,
+            &out,
         ];
         a.extend(&small[6..]);
         a.extend(steps);
         common::tandem_ok(&a);
     };
-    train(&["--steps", "6", "--until", "3"]);
-    train(&["--steps", "6"]);
+    train("part", &["--steps", "6", "--until", "3"]);
+    train("part", &["--steps", "6"]);
     let a = std::fs::read(d("run/train/drafter.gguf")).unwrap();
     let b = std::fs::read(d("part/drafter.gguf")).unwrap();
     assert!(a == b, "resumed training differs from an uninterrupted run");
+
+    // Feature noise changes the weights, and a noisy run resumes exactly too.
+    let noise = ["--feature-noise", "0.1"];
+    train("noisy", &[&["--steps", "6"][..], &noise].concat());
+    train(
+        "noisy-part",
+        &[&["--steps", "6", "--until", "3"][..], &noise].concat(),
+    );
+    train("noisy-part", &[&["--steps", "6"][..], &noise].concat());
+    let n = std::fs::read(d("noisy/drafter.gguf")).unwrap();
+    assert!(n != a, "--feature-noise changed nothing");
+    assert!(
+        n == std::fs::read(d("noisy-part/drafter.gguf")).unwrap(),
+        "resumed noisy training differs from an uninterrupted run"
+    );
 }
 
 /// `--init last-layers`: the drafter starts as the target's last layer and output norm.
