@@ -256,3 +256,49 @@ fn drafter_layers_start_as_the_targets_last_ones() {
     b.sort_unstable();
     assert_eq!(a, b);
 }
+
+/// `--init-from`: a run starts from an exported drafter — its draft vocabulary and every
+/// weight; the feature scale folded into `fc.weight` at export is taken back out with the
+/// new run's scale, so the network computes what the file computes.
+#[test]
+fn a_run_starts_from_an_exported_drafter() {
+    let model = common::model("smollm2-135m", false);
+    let tg = Gguf::open(Path::new(model.path())).unwrap();
+    let shape = DflashShape::for_target(&tg, 1, &[], 16);
+    let embd = Embeddings::of_target(&tg).unwrap();
+    let d2t: Vec<i32> = (0..500).map(|i| i * 11 + 1).collect();
+    let vocab = DraftVocab::from_d2t(d2t.clone(), shape.n_vocab);
+    let net = Net::new(shape.clone(), embd.rows(&d2t), 5).unwrap();
+    let nf = shape.n_features();
+    let old_scale: Vec<f32> = (0..nf).map(|i| 0.5 + (i % 7) as f32).collect();
+    let new_scale: Vec<f32> = (0..nf).map(|i| 1.0 + (i % 5) as f32).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.gguf");
+    export(&net, &vocab, &old_scale, &tg, &path, GgmlType::F32).unwrap();
+
+    let dr = Gguf::open(&path).unwrap();
+    assert_eq!(tandem::train::init::drafter_vocab(&dr).unwrap(), d2t);
+    let other = Net::new(shape.clone(), embd.rows(&d2t), 6).unwrap();
+    tandem::train::init::from_drafter(&other, &dr, &shape.target_layers, &new_scale).unwrap();
+    let vals =
+        |n: &Net, name: &str| -> Vec<f32> { n.p(name).flatten_all().unwrap().to_vec1().unwrap() };
+    for (name, _) in &net.params {
+        let (a, b) = (vals(&net, name), vals(&other, name));
+        if name == "fc.weight" {
+            // W·diag(1/s_old)·diag(s_new): what the new run's scaled features need.
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                let c = i % nf;
+                let want = x / old_scale[c] * new_scale[c];
+                assert!(
+                    (y - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                    "{name}[{i}]"
+                );
+            }
+        } else {
+            assert_eq!(a, b, "{name}");
+        }
+    }
+    // A drafter made for other feature layers is refused.
+    let err = tandem::train::init::from_drafter(&other, &dr, &[1, 2], &new_scale).unwrap_err();
+    assert!(err.to_string().contains("target layers"), "{err}");
+}

@@ -97,6 +97,10 @@ pub struct TrainOpts {
     /// last-layers (and the layers from the target's last ones).
     #[arg(long, value_enum, default_value_t = InitArg::Random)]
     init: InitArg,
+    /// Start a new run from this exported drafter (e.g. a shipped `models/*-dflash.gguf`):
+    /// its weights and draft vocabulary; it must use the data's feature layers.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
     /// Stop after this step, checkpointed, keeping the --steps schedule (resume later).
     #[arg(long)]
     until: Option<usize>,
@@ -151,6 +155,7 @@ impl TrainOpts {
                 InitArg::LastLayers => tandem::train::Init::LastLayers,
             },
             until: self.until,
+            init_from: self.init_from.clone(),
             feature_noise: self.feature_noise,
             ..Default::default()
         }

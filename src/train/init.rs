@@ -15,7 +15,8 @@ use candle_core::{Device, Tensor};
 use super::TrainError;
 use super::net::Net;
 use crate::draft::diffusion::Embeddings;
-use crate::gguf::Gguf;
+use crate::gguf::{GgmlType, Gguf, Value};
+use crate::llama::Token;
 
 /// How the drafter's weights start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -75,6 +76,68 @@ pub fn apply(net: &Net, tg: &Gguf, init: Init) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// The draft vocabulary (`d2t`) of an exported drafter.
+pub fn drafter_vocab(dr: &Gguf) -> Result<Vec<Token>, TrainError> {
+    let (ty, b) = dr.read_tensor("d2t")?;
+    match ty {
+        GgmlType::I64 => Ok(b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as Token)
+            .collect()),
+        GgmlType::I32 => Ok(b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect()),
+        _ => Err(TrainError::Data(format!(
+            "{}: d2t has type {ty:?}, expected I64",
+            dr.path().display()
+        ))),
+    }
+}
+
+/// Overwrite every parameter of `net` with the same-named tensor of the exported drafter
+/// `dr` (`--init-from`): a drafter continues from its GGUF on new data or on another
+/// machine, where neither the checkpoint nor the data survives — only the shipped file
+/// does. The file must have been made for the data's feature layers (`target_layers`)
+/// and the run's shape. Export folded the old run's feature scale into `fc.weight`
+/// (`W · diag(1/s)`); multiplying its columns by this run's `feature_scale` gives the
+/// function the file computes on the new run's scaled features. Adam's moments start at 0.
+pub fn from_drafter(
+    net: &Net,
+    dr: &Gguf,
+    target_layers: &[usize],
+    feature_scale: &[f32],
+) -> Result<(), TrainError> {
+    let layers: Vec<usize> = match dr.get("dflash.target_layers") {
+        Some(Value::Array(v)) => v
+            .iter()
+            .filter_map(|x| match x {
+                Value::Int(i) => Some(*i as usize),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if layers != target_layers {
+        return Err(TrainError::Data(format!(
+            "{}: a drafter for target layers {layers:?}, the data has {target_layers:?}",
+            dr.path().display()
+        )));
+    }
+    for (name, _) in &net.params {
+        let mut w = read(dr, name)?;
+        if name == "fc.weight" && !feature_scale.is_empty() {
+            for row in w.chunks_mut(feature_scale.len()) {
+                for (x, s) in row.iter_mut().zip(feature_scale) {
+                    *x *= s;
+                }
+            }
+        }
+        set(net, name, w)?;
+    }
+    Ok(())
+}
+
 /// All of the target tensor `name`, dequantized, row-major.
 fn read(tg: &Gguf, name: &str) -> Result<Vec<f32>, TrainError> {
     let info = tg
@@ -92,7 +155,7 @@ fn set(net: &Net, name: &str, data: Vec<f32>) -> Result<(), TrainError> {
         .ok_or_else(|| TrainError::Data(format!("no parameter {name}")))?;
     if var.elem_count() != data.len() {
         return Err(TrainError::Data(format!(
-            "{name}: the target's tensor has {} values, the drafter's {}",
+            "{name}: the source tensor has {} values, the drafter's {}",
             data.len(),
             var.elem_count()
         )));

@@ -93,6 +93,10 @@ pub struct TrainOptions {
     /// `steps` sets: a run spread over several sittings.
     #[serde(default)]
     pub until: Option<usize>,
+    /// Start a new run from this exported drafter (its weights and draft vocabulary)
+    /// instead of `init` (a resumed run keeps its own).
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
     /// Uniform noise in `[-x, x]` added to the (scaled, RMS 1) context features of every
     /// training batch, as EAGLE adds U(−0.1, 0.1): the drafter then leans less on exact
     /// feature values (a regulariser; 0 = none).
@@ -137,6 +141,7 @@ impl Default for TrainOptions {
             loss_positions: 8,
             init: Init::default(),
             until: None,
+            init_from: None,
             feature_noise: 0.0,
             max_context: 1024,
             seed: 1,
@@ -388,14 +393,23 @@ pub fn train(
                     counts[t as usize] += 1;
                 }
             }
-            let vocab = DraftVocab::most_frequent(&counts, o.draft_vocab);
+            let start_from = o.init_from.as_deref().map(Gguf::open).transpose()?;
+            let vocab = match &start_from {
+                Some(dr) => DraftVocab::from_d2t(init::drafter_vocab(dr)?, shape.n_vocab),
+                None => DraftVocab::most_frequent(&counts, o.draft_vocab),
+            };
             let head = output_rows(&tg, &vocab.d2t)?;
+            let feature_scale = feature_scale(&shards, &train_ids)?;
             let mut net = Net::new(shape.clone(), head, o.seed)?;
-            init::apply(&net, &tg, o.init)?;
+            match &start_from {
+                Some(dr) => {
+                    init::from_drafter(&net, dr, &shards.meta.target_layers, &feature_scale)?
+                }
+                None => init::apply(&net, &tg, o.init)?,
+            }
             net.train_head = o.train_head;
             let opt = AdamW::new(&net)?;
             let coverage = vocab.coverage(&counts);
-            let feature_scale = feature_scale(&shards, &train_ids)?;
             (
                 net,
                 opt,
