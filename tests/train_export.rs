@@ -277,7 +277,10 @@ fn a_run_starts_from_an_exported_drafter() {
     export(&net, &vocab, &old_scale, &tg, &path, GgmlType::F32).unwrap();
 
     let dr = Gguf::open(&path).unwrap();
-    assert_eq!(tandem::train::init::drafter_vocab(&dr).unwrap(), d2t);
+    assert_eq!(
+        tandem::train::init::drafter_vocab(&dr, shape.n_vocab).unwrap(),
+        d2t
+    );
     let other = Net::new(shape.clone(), embd.rows(&d2t), 6).unwrap();
     tandem::train::init::from_drafter(&other, &dr, &shape.target_layers, &new_scale).unwrap();
     let vals =

@@ -15,7 +15,8 @@ use candle_core::{Device, Tensor};
 use super::TrainError;
 use super::net::Net;
 use crate::draft::diffusion::Embeddings;
-use crate::gguf::{GgmlType, Gguf, Value};
+use crate::draft::diffusion::format::decode_d2t;
+use crate::gguf::{Gguf, Value};
 use crate::llama::Token;
 
 /// How the drafter's weights start.
@@ -76,23 +77,18 @@ pub fn apply(net: &Net, tg: &Gguf, init: Init) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// The draft vocabulary (`d2t`) of an exported drafter.
-pub fn drafter_vocab(dr: &Gguf) -> Result<Vec<Token>, TrainError> {
+/// The draft vocabulary (`d2t`) of an exported drafter, every entry a token of the
+/// target's `n_vocab`.
+pub fn drafter_vocab(dr: &Gguf, n_vocab: usize) -> Result<Vec<Token>, TrainError> {
     let (ty, b) = dr.read_tensor("d2t")?;
-    match ty {
-        GgmlType::I64 => Ok(b
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as Token)
-            .collect()),
-        GgmlType::I32 => Ok(b
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect()),
-        _ => Err(TrainError::Data(format!(
-            "{}: d2t has type {ty:?}, expected I64",
-            dr.path().display()
-        ))),
+    let bad = |why: String| TrainError::Data(format!("{}: d2t {why}", dr.path().display()));
+    let d2t = decode_d2t(ty, &b).ok_or_else(|| bad(format!("has type {ty:?}, expected I64")))?;
+    if let Some(t) = d2t.iter().find(|&&t| t < 0 || t as usize >= n_vocab) {
+        return Err(bad(format!(
+            "maps to token {t}, outside the target vocabulary"
+        )));
     }
+    Ok(d2t)
 }
 
 /// Overwrite every parameter of `net` with the same-named tensor of the exported drafter

@@ -395,7 +395,9 @@ pub fn train(
             }
             let start_from = o.init_from.as_deref().map(Gguf::open).transpose()?;
             let vocab = match &start_from {
-                Some(dr) => DraftVocab::from_d2t(init::drafter_vocab(dr)?, shape.n_vocab),
+                Some(dr) => {
+                    DraftVocab::from_d2t(init::drafter_vocab(dr, shape.n_vocab)?, shape.n_vocab)
+                }
                 None => DraftVocab::most_frequent(&counts, o.draft_vocab),
             };
             let head = output_rows(&tg, &vocab.d2t)?;

@@ -122,3 +122,24 @@ impl DflashShape {
         Ok(())
     }
 }
+
+/// The `d2t` map (draft row → target token) from its tensor bytes: I64 as the format
+/// writes it, I32 as some converters do; `None` for any other type.
+pub fn decode_d2t(ty: crate::gguf::GgmlType, bytes: &[u8]) -> Option<Vec<crate::llama::Token>> {
+    use crate::gguf::GgmlType;
+    match ty {
+        GgmlType::I64 => Some(
+            bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as i32)
+                .collect(),
+        ),
+        GgmlType::I32 => Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+        ),
+        _ => None,
+    }
+}

@@ -418,23 +418,11 @@ impl Loader<'_> {
         Ok(if let Some(d2t) = g.tensor("d2t") {
             let n_draft = d2t.dims[0] as usize;
             let (ty, b) = tensor(g, "d2t", &[n_draft])?;
-            let map: Vec<Token> = match ty {
-                GgmlType::I64 => b
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as Token)
-                    .collect(),
-                GgmlType::I32 => b
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect(),
-                _ => {
-                    return Err(DiffusionError::Tensor {
-                        path: self.p.clone(),
-                        name: "d2t".into(),
-                        why: format!("type {ty:?}, expected I64"),
-                    });
-                }
-            };
+            let map = super::format::decode_d2t(ty, &b).ok_or_else(|| DiffusionError::Tensor {
+                path: self.p.clone(),
+                name: "d2t".into(),
+                why: format!("type {ty:?}, expected I64"),
+            })?;
             if let Some(bad) = map.iter().find(|&&t| t < 0 || t as usize >= n_vocab) {
                 return Err(self.mismatch(format!(
                     "d2t maps to token {bad}, outside the target vocabulary"
